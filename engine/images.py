@@ -110,6 +110,7 @@ def write_image(path: str | os.PathLike, image: np.ndarray, protect: tuple = (),
     os.close(fd)
     try:
         _encode(Path(tmp), image, suffix, bits)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
         os.replace(tmp, path)
     except OSError as exc:
         raise EngineError(f"cannot write {path}: {exc}") from None
@@ -117,6 +118,12 @@ def write_image(path: str | os.PathLike, image: np.ndarray, protect: tuple = (),
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def check_output(path: str | os.PathLike, protect: tuple = ()) -> Path:

@@ -38,7 +38,7 @@ class StyleOptions:
     style_weight: float = 10.0
     tv_weight: float = 1e-3
     optimizer: str = "lbfgs"
-    iterations: int = 300
+    iterations: int = 200
     # None = the optimizer's own default (L-BFGS 1.0, Adam 0.02 in [0, 1] pixel units).
     learning_rate: float | None = None
     init: str = "content"
