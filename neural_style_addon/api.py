@@ -1,0 +1,144 @@
+"""Python API for scripts and render farms (works with `blender -b` and the `bpy` module).
+
+    from neural_style_addon import api          # bl_ext.user_default.neural_style.neural_style_addon when installed
+    image = api.stylize_image(["//styles/wave.jpg"], target="TEXTURE", obj=bpy.data.objects["Cube"])
+    paths = api.stylize_animation(["//styles/wave.jpg"], "//stylized/")
+
+Both run to completion and raise `StyleError` with a readable message.  The
+panel's settings (`scene.neural_style`) provide every default, so a script
+only passes what differs; `options` overrides any `engine.StyleOptions` field.
+The operators build their jobs with the same functions.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, Union
+
+import bpy
+
+from . import image_bridge, materials, preferences, tasks
+from .errors import StyleError
+from .worker_client import shared_worker
+
+# engine.StyleOptions' default style_weight, used at strength 1 (Blender's process cannot import the engine;
+# tests/test_addon_render.py checks the two agree).
+BASE_STYLE_WEIGHT = 10.0
+StyleRef = Union[str, bpy.types.Image]
+
+
+def load_style(ref: StyleRef, weight: float = 1.0) -> tasks.Style:
+    if isinstance(ref, bpy.types.Image):
+        return tasks.Style(ref.name, image_bridge.image_to_array(ref), weight)
+    if not ref:
+        raise StyleError("a style slot has no image: choose a file or an image")
+    path = bpy.path.abspath(ref)
+    if not os.path.isfile(path):
+        raise StyleError(f"style image not found: {path}")
+    return tasks.Style(bpy.path.display_name_from_filepath(path), image_bridge.load_image_file(path), weight)
+
+
+def load_styles(refs: Iterable[StyleRef | tuple[StyleRef, float]]) -> list[tasks.Style]:
+    """Style pixels from paths or images, each optionally as `(ref, weight)`."""
+    styles = [load_style(*(ref if isinstance(ref, tuple) else (ref,))) for ref in refs]
+    if not styles:
+        raise StyleError("add at least one style image")
+    if sum(style.weight for style in styles) <= 0:
+        raise StyleError("the style weights are all zero")
+    return styles
+
+
+def settings_styles(settings) -> list[tuple[StyleRef, float]]:
+    return [(item.image if item.kind == "IMAGE" else item.filepath, item.weight) for item in settings.styles]
+
+
+def engine_options(settings, styles: list[tasks.Style], context=None) -> dict:
+    """`engine.StyleOptions` fields (as JSON) from the panel's settings."""
+    device = preferences.default_device(context) if settings.device == "DEFAULT" else settings.device
+    options = {
+        "model": settings.model,
+        "weights": bpy.path.abspath(settings.weights) if settings.weights else ("packaged" if settings.model == "vgg16" else "download"),
+        "iterations": settings.iterations,
+        "size": settings.size or None,
+        "optimizer": settings.optimizer,
+        "style_weight": BASE_STYLE_WEIGHT * settings.strength,
+        "style_scale": settings.style_scale,
+        "preserve_colors": settings.preserve_colors,
+        "device": device,
+        "seed": settings.seed if settings.seed >= 0 else None,
+    }
+    if len(styles) > 1:
+        options["style_blend_weights"] = [style.weight for style in styles]
+    return options
+
+
+def build_job(scene, styles=None, options=None, context=None, animation=False, **fields) -> tasks.Job:
+    """A checked `Job` from the scene's settings, with `styles`, `options` and Job `fields` overriding them."""
+    settings = scene.neural_style
+    context = context or bpy.context
+    loaded = load_styles(settings_styles(settings) if styles is None else styles)
+    job = tasks.Job(
+        styles=loaded,
+        options={**engine_options(settings, loaded, context), **(options or {})},
+        source=settings.source, image=settings.source_image, sequence_dir=settings.sequence_dir,
+        target=settings.target, filepath=settings.output_path, obj=context.view_layer.objects.active,
+        preview_every=settings.preview_every,
+        out_dir=bpy.path.abspath(settings.animation_dir),
+        frames=list(range(scene.frame_start, scene.frame_end + 1, scene.frame_step)),
+        load_sequence=settings.load_sequence, add_strip=settings.add_strip,
+    )
+    for name, value in fields.items():
+        setattr(job, name, value)
+    check_job(job, animation)
+    return job
+
+
+def check_job(job: tasks.Job, animation: bool = False) -> None:
+    """Refuse, before any work, what would fail at the end or overwrite the user's data."""
+    if job.source == "SEQUENCE" and not job.sequence_dir:
+        raise StyleError("choose the folder of rendered frames")
+    if animation:
+        if job.source == "IMAGE":
+            raise StyleError("an animation is stylized from renders or a frames folder, not a single image")
+        if not os.path.isabs(job.out_dir):  # a "//" path in an unsaved file
+            raise StyleError("save the .blend file first, or choose an absolute output folder for the frames")
+        if not job.frames:
+            raise StyleError("the scene's frame range is empty")
+        return
+    if job.source == "IMAGE" and job.image is None:
+        raise StyleError("no source image: open an image in the Image Editor or pick one")
+    if job.target == "TEXTURE":
+        materials.check_texture_target(job.obj)
+    if job.target == "FILE":
+        if not job.filepath:
+            raise StyleError("choose an output file")
+        path = os.path.normpath(bpy.path.abspath(job.filepath))
+        if not os.path.isabs(path):
+            raise StyleError("save the .blend file first, or choose an absolute output file path")
+        if job.image is not None and job.image.filepath and path == os.path.normpath(bpy.path.abspath(job.image.filepath)):
+            raise StyleError("the output file is the source image's file; choose another so the source is kept")
+
+
+def start(job: tasks.Job, steps, context=None) -> tasks.Task:
+    """A task for `job` on the shared worker (started on first use)."""
+    client = shared_worker(preferences.worker_config(context))
+    return tasks.Task(client, lambda task: steps(task, job))
+
+
+def stylize_image(styles=None, *, scene=None, options=None, **fields) -> bpy.types.Image:
+    """Stylize the scene's source (default: Render Result) into a new image and return it.
+
+    `fields` are `tasks.Job` fields: source ("RENDER", "IMAGE", "SEQUENCE"),
+    image, target ("IMAGE", "FILE", "TEXTURE"), filepath, obj.
+    """
+    job = build_job(scene or bpy.context.scene, styles, options, **fields)
+    return start(job, tasks.stylize_image_steps).run()
+
+
+def stylize_animation(styles=None, out_dir=None, *, scene=None, options=None, **fields) -> list[str]:
+    """Stylize the scene's frame range into `out_dir/frame_####.png`; frames already there are kept."""
+    scene = scene or bpy.context.scene
+    if out_dir is not None:
+        fields["out_dir"] = bpy.path.abspath(out_dir)
+    job = build_job(scene, styles, options, animation=True, **fields)
+    return start(job, tasks.stylize_animation_steps).run()

@@ -1,0 +1,261 @@
+"""Operators: thin wrappers that build a job from the panel's settings and drive its task.
+
+`execute` runs the task to the end (background mode, scripts, render farms);
+`invoke` (a button click in the UI) runs it as a modal operator on a timer:
+progress bar, status text, live preview, Esc cancels.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import bpy
+from bpy.props import StringProperty
+
+from . import api, preferences, tasks
+from .errors import StyleError
+
+# Seconds between modal timer ticks, and the longest a tick may spend on worker events.
+TICK = 0.1
+TICK_BUDGET = 0.05
+
+# The one task running in this Blender session (the panel shows it and offers Cancel).
+running: tasks.Task | None = None
+
+
+def _editor_image(context) -> bpy.types.Image | None:
+    space = getattr(context, "space_data", None)
+    return space.image if space is not None and space.type == "IMAGE_EDITOR" else None
+
+
+def _image_editor_area(context):
+    if context.area is not None and context.area.type == "IMAGE_EDITOR":
+        return context.area
+    screen = context.screen
+    return next((area for area in screen.areas if area.type == "IMAGE_EDITOR"), None) if screen else None
+
+
+class _TaskOperator:
+    """Shared run logic; subclasses say how to build the job and which steps to run."""
+
+    bl_options = {"REGISTER", "UNDO"}
+    steps = None
+    animation = False
+
+    @classmethod
+    def poll(cls, context):
+        return running is None and context.scene is not None
+
+    def start(self, context) -> tasks.Task | None:
+        """Check the settings and start the task; None (after reporting) when they are not usable."""
+        global running
+        settings = context.scene.neural_style
+        fields = {}
+        if settings.source == "IMAGE" and settings.source_image is None:
+            fields["image"] = _editor_image(context)
+        try:
+            job = api.build_job(context.scene, context=context, animation=self.animation, **fields)
+            running = api.start(job, type(self).steps, context)
+        except StyleError as exc:
+            self.report({"ERROR"}, f"Neural Style: {exc}")
+            return None
+        return running
+
+    def done_message(self, task: tasks.Task) -> str:
+        raise NotImplementedError
+
+    def finish(self, context, task: tasks.Task) -> set[str]:
+        """Report the task's outcome the Blender way; returns the operator result."""
+        global running
+        running = None
+        if task.cancelled:
+            self.report({"WARNING"}, "Neural Style: cancelled")
+            return {"CANCELLED"}
+        if task.error:
+            self.report({"ERROR"}, f"Neural Style: {task.error}")
+            return {"CANCELLED"}
+        self.report({"INFO"}, self.done_message(task))
+        return {"FINISHED"}
+
+    def execute(self, context):
+        task = self.start(context)
+        if task is None:
+            return {"CANCELLED"}
+        while task.step():
+            pass
+        return self.finish(context, task)
+
+    def invoke(self, context, event):
+        return self.execute(context) if bpy.app.background else self.start_modal(context)
+
+    def start_modal(self, context):
+        task = self.start(context)
+        if task is None:
+            return {"CANCELLED"}
+        task.wait = 0.0
+        self._task = task
+        self._area = _image_editor_area(context)
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(TICK, window=context.window)
+        wm.modal_handler_add(self)
+        wm.progress_begin(0, 100)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        task = self._task
+        if event.type == "ESC" and event.value == "PRESS":
+            task.cancel()  # the worker answers "cancelled"; the task then cleans up and ends
+            return {"RUNNING_MODAL"}
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        deadline = time.monotonic() + TICK_BUDGET
+        while task.step() and not task.idle and time.monotonic() < deadline:
+            pass
+        self.show(context, task)
+        if not task.finished:
+            return {"RUNNING_MODAL"}
+        wm = context.window_manager
+        wm.event_timer_remove(self._timer)
+        wm.progress_end()
+        context.workspace.status_text_set(None)
+        return self.finish(context, task)
+
+    def show(self, context, task: tasks.Task) -> None:
+        context.window_manager.progress_update(int(task.status.fraction * 100))
+        context.workspace.status_text_set(f"Neural Style: {task.status.text} (Esc to cancel)")
+        if self._area is not None:
+            if task.image is not None and self._area.spaces.active.image != task.image:
+                self._area.spaces.active.image = task.image
+            self._area.tag_redraw()
+
+    def cancel(self, context):
+        """Blender is closing the operator (file load, quit): stop the job, keep the data clean."""
+        global running
+        self._task.close()
+        running = None
+
+
+class IMAGE_OT_neural_style_apply(_TaskOperator, bpy.types.Operator):
+    """Stylize the source image with the chosen style images"""
+
+    bl_idname = "image.neural_style_apply"
+    bl_label = "Stylize"
+    steps = tasks.stylize_image_steps
+
+    def done_message(self, task):
+        return f"Neural Style: created '{task.result.name}'"
+
+
+class IMAGE_OT_neural_style_animation(_TaskOperator, bpy.types.Operator):
+    """Stylize every frame of the scene's frame range into frame_####.png files (frames already done are kept)"""
+
+    bl_idname = "image.neural_style_animation"
+    bl_label = "Stylize Animation"
+    steps = tasks.stylize_animation_steps
+    animation = True
+
+    def done_message(self, task):
+        return f"Neural Style: {len(task.result)} frames in {os.path.dirname(task.result[0])}"
+
+
+class IMAGE_OT_neural_style_cancel(bpy.types.Operator):
+    """Stop the running style transfer"""
+
+    bl_idname = "image.neural_style_cancel"
+    bl_label = "Cancel"
+
+    @classmethod
+    def poll(cls, context):
+        return running is not None
+
+    def execute(self, context):
+        running.cancel()
+        return {"FINISHED"}
+
+
+class IMAGE_OT_neural_style_style_add(bpy.types.Operator):
+    """Add a style image slot"""
+
+    bl_idname = "image.neural_style_style_add"
+    bl_label = "Add Style"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filepath: StringProperty(subtype="FILE_PATH", options={"SKIP_SAVE"})
+
+    def execute(self, context):
+        settings = context.scene.neural_style
+        item = settings.styles.add()
+        item.filepath = self.filepath
+        settings.active_style = len(settings.styles) - 1
+        return {"FINISHED"}
+
+
+class IMAGE_OT_neural_style_style_remove(bpy.types.Operator):
+    """Remove the selected style image slot"""
+
+    bl_idname = "image.neural_style_style_remove"
+    bl_label = "Remove Style"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return len(context.scene.neural_style.styles) > 0
+
+    def execute(self, context):
+        settings = context.scene.neural_style
+        settings.styles.remove(settings.active_style)
+        settings.active_style = max(0, min(settings.active_style, len(settings.styles) - 1))
+        return {"FINISHED"}
+
+
+class NEURAL_STYLE_OT_install_dependencies(bpy.types.Operator):
+    """Install the style engine's Python packages (PyTorch and friends) into the add-on's user folder"""
+
+    bl_idname = "neural_style.install_dependencies"
+    bl_label = "Install Dependencies"
+
+    def execute(self, context):
+        code = preferences.start_install().wait()
+        return self._report(code)
+
+    def invoke(self, context, event):
+        if bpy.app.background:
+            return self.execute(context)
+        self._process = preferences.start_install()
+        self._timer = context.window_manager.event_timer_add(0.5, window=context.window)
+        context.window_manager.modal_handler_add(self)
+        context.workspace.status_text_set("Neural Style: installing dependencies (see the system console)")
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        if event.type != "TIMER" or self._process.poll() is None:
+            return {"PASS_THROUGH"}
+        context.window_manager.event_timer_remove(self._timer)
+        context.workspace.status_text_set(None)
+        return self._report(self._process.returncode)
+
+    def _report(self, code: int) -> set[str]:
+        if code != 0:
+            self.report({"ERROR"}, f"Neural Style: installing dependencies failed (pip exit code {code}); see the console")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Neural Style: dependencies installed into {preferences.site_packages()}")
+        return {"FINISHED"}
+
+
+classes = (
+    IMAGE_OT_neural_style_apply,
+    IMAGE_OT_neural_style_animation,
+    IMAGE_OT_neural_style_cancel,
+    IMAGE_OT_neural_style_style_add,
+    IMAGE_OT_neural_style_style_remove,
+    NEURAL_STYLE_OT_install_dependencies,
+)
+
+
+def stop_running() -> None:
+    """Unregister: end the running task (its cleanup removes half-made results)."""
+    global running
+    if running is not None:
+        running.close()
+        running = None

@@ -1,0 +1,161 @@
+"""Settings that belong to a scene (saved with the .blend): `scene.neural_style`."""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import (
+    BoolProperty,
+    CollectionProperty,
+    EnumProperty,
+    FloatProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
+
+# Paths may be "//"-relative to the .blend; Blender 4.5+ wants that declared (older ones reject the flag).
+PATH_OPTIONS = {"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (4, 5, 0) else set()
+
+# Quality preset -> (processing size: longest side in pixels, 0 = the source's own; iterations).
+QUALITY_PRESETS = {
+    "DRAFT": (384, 100),
+    "STANDARD": (768, 300),
+    "HIGH": (0, 500),
+}
+QUALITY_ITEMS = (*QUALITY_PRESETS, "CUSTOM")
+
+# engine.StyleOptions.device values.
+DEVICE_ITEMS = (
+    ("auto", "Auto", "GPU when there is one, else CPU"),
+    ("cpu", "CPU", ""),
+    ("cuda", "CUDA", "NVIDIA GPU"),
+    ("mps", "Metal", "Apple GPU"),
+)
+
+
+def _apply_preset(self, _context) -> None:
+    if self.quality in QUALITY_PRESETS:
+        # Item assignment skips the size/iterations update callbacks, which would flip the preset to Custom.
+        self["size"], self["iterations"] = QUALITY_PRESETS[self.quality]
+
+
+def _mark_custom(self, _context) -> None:
+    if QUALITY_PRESETS.get(self.quality) != (self.size, self.iterations):
+        self["quality"] = QUALITY_ITEMS.index("CUSTOM")  # stored as the item's index; skips _apply_preset
+
+
+class NeuralStyleStyleItem(bpy.types.PropertyGroup):
+    """One style image and its share of the blend."""
+
+    kind: EnumProperty(
+        name="From",
+        items=(("FILE", "File", "An image file on disk"), ("IMAGE", "Image", "An image datablock in this file")),
+        default="FILE",
+    )
+    filepath: StringProperty(name="Style File", subtype="FILE_PATH", options=PATH_OPTIONS)
+    image: PointerProperty(name="Style Image", type=bpy.types.Image)
+    weight: FloatProperty(name="Weight", description="Share of this style in the blend", default=1.0, min=0.0, soft_max=1.0)
+
+    @property
+    def label(self) -> str:
+        if self.kind == "IMAGE":
+            return self.image.name if self.image else ""
+        return bpy.path.display_name_from_filepath(self.filepath) if self.filepath else ""
+
+
+class NeuralStyleSettings(bpy.types.PropertyGroup):
+    source: EnumProperty(
+        name="Source",
+        items=(
+            ("RENDER", "Render Result", "The last render of this scene"),
+            ("IMAGE", "Image", "An image datablock (default: the image shown in the Image Editor)"),
+            ("SEQUENCE", "Image Sequence", "A folder of rendered frames"),
+        ),
+        default="RENDER",
+    )
+    source_image: PointerProperty(name="Image", type=bpy.types.Image)
+    sequence_dir: StringProperty(name="Frames Folder", subtype="DIR_PATH", options=PATH_OPTIONS,
+                                description="Folder of rendered frames, numbered by frame")
+
+    styles: CollectionProperty(type=NeuralStyleStyleItem)
+    active_style: IntProperty(name="Active Style", default=0)
+
+    strength: FloatProperty(
+        name="Strength", description="How strongly the style is imposed (scales the style loss)",
+        default=1.0, min=0.0, soft_min=0.05, soft_max=4.0, max=100.0,
+    )
+    model: EnumProperty(
+        name="Model",
+        items=(
+            ("vgg16", "VGG-16", "Offline packaged weights; the default"),
+            ("vgg19", "VGG-19", "Classic Gatys network; weights are downloaded once"),
+            ("nin", "NIN", "Network-in-Network: small and fast; weights are downloaded once"),
+        ),
+        default="vgg16",
+    )
+    quality: EnumProperty(
+        name="Quality",
+        items=(
+            ("DRAFT", "Draft", "Up to 384 px, 100 iterations"),
+            ("STANDARD", "Standard", "Up to 768 px, 300 iterations"),
+            ("HIGH", "High", "Full source size, 500 iterations"),
+            ("CUSTOM", "Custom", "Size and iterations from the Advanced panel"),
+        ),
+        default="STANDARD",
+        update=_apply_preset,
+    )
+    size: IntProperty(
+        name="Size", description="Longest side processed, in pixels (0: the source's size); the result keeps the source's size",
+        default=QUALITY_PRESETS["STANDARD"][0], min=0, max=8192, update=_mark_custom,
+    )
+    iterations: IntProperty(
+        name="Iterations", default=QUALITY_PRESETS["STANDARD"][1], min=1, max=5000, update=_mark_custom,
+    )
+    optimizer: EnumProperty(
+        name="Optimizer",
+        items=(("lbfgs", "L-BFGS", "Best quality per iteration"), ("adam", "Adam", "Less memory, smoother progress")),
+        default="lbfgs",
+    )
+    style_scale: FloatProperty(name="Style Scale", description="Style image size relative to the output", default=1.0, min=0.05, max=4.0)
+    weights: StringProperty(
+        name="Weights", subtype="FILE_PATH", options=PATH_OPTIONS,
+        description="Network weights: empty for the model's default, or a .pth/.onnx file",
+    )
+    seed: IntProperty(name="Seed", description="Random seed (-1: different each run)", default=-1, min=-1)
+    preview_every: IntProperty(name="Preview Every", description="Update the preview every N iterations (0: never)", default=10, min=0)
+    preserve_colors: BoolProperty(name="Preserve Colours", description="Keep the source's colours, take only the style's texture")
+    device: EnumProperty(
+        name="Device",
+        items=(("DEFAULT", "Preferences", "The device set in the add-on preferences"), *DEVICE_ITEMS),
+        default="DEFAULT",
+    )
+
+    target: EnumProperty(
+        name="Output",
+        items=(
+            ("IMAGE", "New Image", "A new image named after source and style"),
+            ("FILE", "File", "A new image saved to a file"),
+            ("TEXTURE", "Material Texture", "Base Color texture on the active object's material"),
+        ),
+        default="IMAGE",
+    )
+    output_path: StringProperty(name="Output File", subtype="FILE_PATH", default="//stylized.png", options=PATH_OPTIONS)
+
+    animation_dir: StringProperty(name="Frames Output", subtype="DIR_PATH", default="//stylized/", options=PATH_OPTIONS)
+    load_sequence: BoolProperty(name="Load as Image Sequence", default=True)
+    add_strip: BoolProperty(name="Add Sequencer Strip", default=False)
+
+
+classes = (NeuralStyleStyleItem, NeuralStyleSettings)
+
+
+def register() -> None:
+    for cls in classes:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.neural_style = PointerProperty(type=NeuralStyleSettings)
+
+
+def unregister() -> None:
+    del bpy.types.Scene.neural_style
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)

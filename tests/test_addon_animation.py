@@ -1,0 +1,122 @@
+"""Stylize Animation: rendered frames and existing sequences, resuming, loading the result."""
+
+from __future__ import annotations
+
+import os
+
+import addon_support as support
+import bpy
+from addon_support import style  # noqa: F401 - fixture
+import numpy as np
+import pytest
+
+from neural_style_addon import animation, api, image_bridge
+
+
+@pytest.fixture()
+def three_frames(style):
+    scene = support.fresh_scene()
+    scene.cycles.samples = 1
+    scene.frame_start, scene.frame_end = 1, 3
+    support.plumbing_settings(scene, style)
+    cube = bpy.data.objects["Cube"]
+    for frame, x in ((1, -1.0), (3, 1.0)):  # the cube moves, so frames differ
+        cube.location.x = x
+        cube.keyframe_insert("location", index=0, frame=frame)
+    return scene
+
+
+def test_three_rendered_frames_are_written_and_a_second_run_skips_them(three_frames, tmp_path):
+    out = tmp_path / "frames"
+    settings = three_frames.neural_style
+    settings.animation_dir = str(out)
+    settings.load_sequence = True
+    settings.add_strip = True
+    three_frames.frame_set(2)
+
+    assert bpy.ops.image.neural_style_animation() == {"FINISHED"}
+
+    files = sorted(os.listdir(out))
+    assert files == ["frame_0001.png", "frame_0002.png", "frame_0003.png"]
+    assert three_frames.frame_current == 2  # rendering moved the playhead and put it back
+    first = image_bridge.load_image_file(str(out / "frame_0001.png"))
+    last = image_bridge.load_image_file(str(out / "frame_0003.png"))
+    assert first.shape == (24, 32, 4) and np.abs(first - last).max() > 0.05
+    sequence = bpy.data.images[f"{three_frames.name} stylized"]
+    assert sequence.source == "SEQUENCE"
+    strips = list(three_frames.sequence_editor.strips)
+    assert len(strips) == 1 and strips[0].type == "IMAGE" and len(strips[0].elements) == 3
+    assert strips[0].frame_final_duration == 3
+
+    mtimes = {name: os.path.getmtime(out / name) for name in files}
+    renders = []
+
+    def count_render(*_):
+        renders.append(1)
+
+    bpy.app.handlers.render_pre.append(count_render)
+    try:
+        assert bpy.ops.image.neural_style_animation() == {"FINISHED"}
+    finally:
+        bpy.app.handlers.render_pre.remove(count_render)
+    assert renders == [], "frames already written must be skipped without rendering"
+    assert {name: os.path.getmtime(out / name) for name in files} == mtimes
+
+
+def test_missing_and_damaged_frames_are_redone_the_others_kept(three_frames, tmp_path):
+    out = tmp_path / "frames"
+    paths = api.stylize_animation(out_dir=str(out), load_sequence=False)
+    assert [os.path.basename(p) for p in paths] == ["frame_0001.png", "frame_0002.png", "frame_0003.png"]
+    os.remove(paths[1])
+    with open(paths[2], "r+b") as fh:  # cut short, as a crash mid-write would (without the atomic rename)
+        fh.truncate(100)
+    kept = os.path.getmtime(paths[0])
+    assert animation.pending_frames(str(out), [1, 2, 3]) == [2, 3]
+
+    api.stylize_animation(out_dir=str(out), load_sequence=False)
+
+    assert animation.pending_frames(str(out), [1, 2, 3]) == []
+    assert os.path.getmtime(paths[0]) == kept
+    assert not [name for name in os.listdir(out) if "partial" in name]
+
+
+def sequence_folder(tmp_path, style, frame_range, files):
+    """A scene set to `frame_range` and a folder of rendered frames {name: pixels}."""
+    scene = support.fresh_scene()
+    support.plumbing_settings(scene, style)
+    scene.frame_start, scene.frame_end = frame_range
+    renders = tmp_path / "renders"
+    renders.mkdir()
+    for name, pixels in files.items():
+        image_bridge.save_png(pixels, str(renders / name))
+    return renders
+
+
+def test_existing_sequence_folder_is_stylized_frame_by_frame(style, tmp_path):
+    renders = sequence_folder(tmp_path, style, (10, 11), {
+        f"shot_{frame:04d}.png": np.full((20, 30, 4), frame / 20, np.float32) for frame in (10, 11)})
+    out = tmp_path / "styled"
+    seen = []
+
+    paths = api.stylize_animation(
+        out_dir=str(out), source="SEQUENCE", sequence_dir=str(renders), load_sequence=False,
+        frame_options=lambda frame_input: seen.append((frame_input.frame, frame_input.previous_output)) or {},
+    )
+
+    assert [os.path.basename(p) for p in paths] == ["frame_0010.png", "frame_0011.png"]
+    assert image_bridge.load_image_file(paths[1]).shape == (20, 30, 4)
+    # The temporal hook sees each frame and, from the second on, the previous stylized frame.
+    assert seen == [(10, None), (11, paths[0])]
+
+
+def test_sequence_folder_with_a_missing_frame_reports_it(style, tmp_path):
+    renders = sequence_folder(tmp_path, style, (1, 2), {"0001.png": np.zeros((16, 16, 4), np.float32)})
+    with pytest.raises(api.StyleError, match="frame 2 is missing"):
+        api.stylize_animation(out_dir=str(tmp_path / "out"), source="SEQUENCE", sequence_dir=str(renders))
+    assert os.listdir(tmp_path / "out") == ["frame_0001.png"]  # the finished frame is kept for resuming
+
+
+def test_animation_needs_an_absolute_output_folder_in_an_unsaved_file(three_frames):
+    three_frames.neural_style.animation_dir = "//stylized/"
+    with pytest.raises(RuntimeError, match="save the .blend file first"):
+        bpy.ops.image.neural_style_animation()
