@@ -18,7 +18,7 @@ from .options import DEVICES, INITS, MODELS, OPTIMIZERS, POOLINGS, PRECISIONS, S
 
 SAMPLES = Path(__file__).parent / "samples"
 # Modules that add their own subcommands through `register(subparsers)`.
-COMMAND_MODULES: tuple[str, ...] = (".temporal", ".bench_temporal", ".onnx_cli")
+COMMAND_MODULES: tuple[str, ...] = (".temporal", ".bench_temporal", ".onnx_cli", ".bench")
 
 
 def add_style_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,522 @@
+"""`neural-style bench`: optimisation speed, peak memory and FLOP/s, beside the 2016 study.
+
+Each measurement runs in a fresh child process, so its peak memory (VmHWM on
+Linux, `torch.cuda.max_memory_allocated` on a GPU) belongs to that size alone.
+Speed is the real optimisation loop (`optimize_image`: L-BFGS, the model's
+default layers, truncated net), timed after warm-up iterations.  FLOPs are
+counted from the layer shapes (forward + input-gradient backward of every conv,
+plus the Gram matmuls) and compared with a large 3x3 convolution timed on the
+same device, i.e. how close the loop comes to what the machine's conv kernels
+can do.  Tiled rows time whole `stylize` runs that tiling makes fit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .errors import EngineError
+from .options import MODELS, PRECISIONS
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_JSON = Path("docs/bench/bench.json")
+DEFAULT_PLOT = Path("docs/bench/bench.png")
+RANDOM_NOTE = "random (seeded He init): speed and memory only; the images mean nothing"
+
+# Iterations per minute reported by the 2016 study (issue 2).  The study's "VGG" is
+# listed beside vgg19, neural-style's default; the GTX 960 NIN figure has no size
+# in the issue and is shown at 128 px like the CPU one.
+STUDY_2016 = {
+    "cpu": {"name": "i5-4460 (4 cores)", "vgg19": {64: 94.2, 128: 71.4, 256: 32.0}, "nin": {128: 108.9}},
+    "cuda": {"name": "GTX 960", "vgg19": {64: 847.8, 128: 721.9, 256: 286.7}, "nin": {128: 980.0}},
+}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "bench", help="iterations per minute, peak memory and FLOP/s per model, size and device",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument("--models", type=_words, default=MODELS, help="comma-separated (default: all)")
+    p.add_argument("--sizes", type=_ints, default=(64, 128, 256, 512, 1024), help="square sides in pixels")
+    p.add_argument("--tiled-sizes", type=_shapes, default=((2048, 2048), (1080, 1920)),
+                   help="WxH or N, timed as whole tiled stylize runs ('' for none)")
+    p.add_argument("--tiled-models", type=_words, default=("vgg16",))
+    p.add_argument("--devices", type=_words, help="cpu,cuda,mps (default: every one available)")
+    p.add_argument("--iterations", type=int, default=5, help="timed iterations per measurement")
+    p.add_argument("--warmup", type=int, default=1, help="untimed iterations first (kernel set-up)")
+    p.add_argument("--tiled-iterations", type=int, default=2, help="iterations of each tiled run (per pixel)")
+    p.add_argument("--tile-size", type=int, default=0, help="tiled rows: 0 = by free memory")
+    p.add_argument("--weights", default="random", help="random (default), packaged or a file; speed does not depend on it")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    p.add_argument("--threads", type=int, help="torch.set_num_threads in each child (default: torch's)")
+    p.add_argument("--microbench-size", type=int, default=128, help="side of the 256-channel conv microbenchmark")
+    p.add_argument("--timeout", type=float, default=1200, help="seconds per measurement before it is abandoned")
+    p.add_argument("--seams", type=int, metavar="SIZE",
+                   help="also compare a tiled and an untiled run at SIZE px (half-size tiles, packaged weights)")
+    p.add_argument("--seam-iterations", type=int, default=40)
+    p.add_argument("--json-out", type=Path, default=DEFAULT_JSON)
+    p.add_argument("--plot", type=Path, nargs="?", const=DEFAULT_PLOT, help=f"write a PNG (default path {DEFAULT_PLOT})")
+    p.set_defaults(func=run)
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(t) for t in _words(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _shapes(text: str) -> tuple[tuple[int, int], ...]:
+    """"1920x1080,2048" -> ((1080, 1920), (2048, 2048)) as (height, width)."""
+    shapes = []
+    for word in _words(text):
+        w, _, h = word.partition("x")
+        try:
+            shapes.append((int(h or w), int(w)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected sizes like 2048 or 1920x1080, got {word!r}") from None
+    return tuple(shapes)
+
+
+def available_devices() -> list[str]:
+    import torch
+
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found.append("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        found.append("mps")
+    return found
+
+
+def run(args: argparse.Namespace) -> int:
+    unknown = [m for m in args.models + args.tiled_models if m not in MODELS]
+    if unknown:
+        raise EngineError(f"unknown model {unknown[0]!r}; choose from {', '.join(MODELS)}")
+    if args.iterations < 1 or args.warmup < 1 or args.tiled_iterations < 1:
+        raise EngineError("--iterations, --warmup and --tiled-iterations must be at least 1")
+    present = available_devices()
+    devices = list(args.devices or present)
+    missing = [d for d in devices if d not in present]
+    if missing:
+        raise EngineError(f"device {missing[0]!r} is not available here (available: {', '.join(present)})")
+    common = {"weights": args.weights, "precision": args.precision, "threads": args.threads}
+    report = {
+        "machine": machine(),
+        "settings": {**common, "iterations": args.iterations, "warmup": args.warmup,
+                     "tiled_iterations": args.tiled_iterations, "optimizer": "lbfgs", "layers": "model defaults"},
+        "weights_note": RANDOM_NOTE if args.weights == "random" else args.weights,
+        "study_2016": STUDY_2016,
+        "not_measured": {d: "device not available on this machine" for d in ("cuda", "mps") if d not in present},
+        "microbench": {},
+        "rows": [],
+        "tiled": [],
+    }
+    _header()
+    for device in devices:
+        bench = _child({"kind": "conv", "device": device, "size": args.microbench_size, **common}, args.timeout)
+        report["microbench"][device] = bench
+        print(f"{device}: 3x3 conv 256->256 at {args.microbench_size} px: "
+              f"{bench.get('forward_gflops', 0):.0f} GFLOP/s forward, {bench.get('train_gflops', 0):.0f} forward+backward")
+        for model in args.models:
+            for size in args.sizes:
+                spec = {"kind": "loop", "device": device, "model": model, "height": size, "width": size,
+                        "iterations": args.iterations, "warmup": args.warmup, **common}
+                row = _child(spec, args.timeout)
+                row.update(model=model, size=size, device=device, study=_study(device, model, size))
+                if "gflop_per_iteration" in row and bench.get("train_gflops"):
+                    row["share_of_conv_microbench"] = row["gflops"] / bench["train_gflops"]
+                report["rows"].append(row)
+                _print_row(row)
+                _write_json(report, args.json_out)
+        for model in args.tiled_models:
+            for height, width in args.tiled_sizes:
+                spec = {"kind": "tiled", "device": device, "model": model, "height": height, "width": width,
+                        "iterations": args.tiled_iterations, "tile_size": args.tile_size, **common}
+                row = _child(spec, args.timeout)
+                row.update(model=model, height=height, width=width, device=device)
+                report["tiled"].append(row)
+                _print_tiled(row)
+                _write_json(report, args.json_out)
+    for device, why in report["not_measured"].items():
+        print(f"{device}: not measured ({why})")
+    if args.seams:
+        report["seams"] = seam_comparison(args.seams, args.seam_iterations, args.json_out.parent)
+        print("seams: gradient energy at tile borders / elsewhere: "
+              f"tiled {report['seams']['tiled']['border_ratio']:.3f}, untiled {report['seams']['untiled']['border_ratio']:.3f}")
+    _write_json(report, args.json_out)
+    print(f"wrote {args.json_out}")
+    if args.plot:
+        plot(report, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _study(device: str, model: str, size: int) -> float | None:
+    return STUDY_2016.get(device, {}).get(model, {}).get(size)
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def _write_json(report: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _header() -> None:
+    print(f"{'model':6} {'size':>5} {'device':6} {'it/min':>8} {'2016':>7} {'peak MB':>8} "
+          f"{'GFLOP/it':>9} {'GFLOP/s':>8} {'of conv':>7}")
+
+
+def _print_row(row: dict) -> None:
+    if "error" in row:
+        print(f"{row['model']:6} {row['size']:>5} {row['device']:6} failed: {row['error']}")
+        return
+    study = f"{row['study']:.1f}" if row["study"] else "-"
+    share = f"{100 * row['share_of_conv_microbench']:.0f}%" if "share_of_conv_microbench" in row else "-"
+    print(f"{row['model']:6} {row['size']:>5} {row['device']:6} {row['it_per_min']:8.1f} {study:>7} "
+          f"{row['peak_mb']:8.0f} {row['gflop_per_iteration']:9.1f} {row['gflops']:8.1f} {share:>7}")
+
+
+def _print_tiled(row: dict) -> None:
+    shape = f"{row['width']}x{row['height']}"
+    if "error" in row:
+        print(f"tiled {row['model']} {shape} {row['device']}: failed: {row['error']}")
+        return
+    tiles = f"{row['tile']} px tiles, {row['tiles_per_pass']} per pass" if row["tile"] else "untiled (fits)"
+    print(f"tiled {row['model']} {shape} {row['device']}: {row['seconds']:.0f} s for {row['iterations']} it/pixel "
+          f"({row['it_per_min']:.2f} full-image it/min), {tiles}, peak {row['peak_mb']:.0f} MB")
+
+
+def _child(spec: dict, timeout: float) -> dict:
+    """Run one measurement in a fresh interpreter; its last stdout line is the JSON result."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    cmd = [sys.executable, "-c", "from engine.bench import child_main; child_main()", json.dumps(spec)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        return {"error": tail if proc.returncode >= 0 else f"killed by signal {-proc.returncode} ({tail})"}
+    return json.loads(lines[-1])
+
+
+def child_main() -> None:
+    spec = json.loads(sys.argv[1])
+    import torch
+
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    measure = {"loop": measure_loop, "tiled": measure_tiled, "conv": measure_conv}[spec["kind"]]
+    print(json.dumps(measure(spec)))
+
+
+class Memory:
+    """Peak memory of this process from a reset point: VmHWM (Linux) or the CUDA allocator's peak."""
+
+    def __init__(self, device):
+        self.device = device
+
+    def reset(self) -> None:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            try:  # "5" resets VmHWM to the current RSS (Linux >= 4.0)
+                Path("/proc/self/clear_refs").write_text("5")
+            except OSError:
+                pass
+        self.base = self.current()
+
+    def current(self) -> int:
+        import torch
+
+        if self.device.type == "cuda":
+            return torch.cuda.memory_allocated(self.device)
+        return _status_bytes("VmRSS")
+
+    def peak(self) -> int:
+        import torch
+
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device)
+        return _status_bytes("VmHWM")
+
+
+def _status_bytes(field: str) -> int:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource  # no /proc: ru_maxrss is the only figure (KiB on Linux, bytes on macOS)
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def _images(height: int, width: int) -> tuple:
+    """The bundled sample content and style, resized to the measured size."""
+    from .images import read_image, resize
+
+    content = resize(read_image(_sample("content.png"))[..., :3], height, width)
+    style = resize(read_image(_sample("style.png"))[..., :3], height, width)
+    return content, style
+
+
+def measure_loop(spec: dict) -> dict:
+    """Iterations per minute and peak memory of the optimisation loop at one size."""
+    import torch
+
+    from .optimize import (Reporter, Targets, _autocast_factory, content_targets, layer_plan,
+                           optimize_image, pick_device, style_grams, to_tensor)
+    from .options import StyleOptions
+    from .weights import load_network
+
+    device = pick_device(spec["device"])
+    options = StyleOptions(model=spec["model"], weights=spec["weights"], precision=spec["precision"],
+                           device=spec["device"], seed=0)
+    autocast = _autocast_factory(device, options.precision)
+    net = load_network(options.model, options.weights, options.pooling, options.cache_dir, 0)
+    content_layers, style_layers, layer_weights = layer_plan(net, options)
+    net = net.truncated(content_layers + style_layers).to(device)
+    content, style = (to_tensor(a, device) for a in _images(spec["height"], spec["width"]))
+    memory = Memory(device)
+    memory.reset()
+    targets = Targets(content_targets(net, content, content_layers, autocast),
+                      style_grams(net, [style], [1.0], style_layers, autocast))
+    forward_peak = memory.peak() - memory.base
+    flops = iteration_flops(net, content, content_layers + style_layers, style_layers)
+    stamps: list[float] = []
+    total = spec["warmup"] + spec["iterations"]
+    memory.reset()
+    reporter = Reporter(total, lambda p: stamps.append(time.perf_counter()), None)
+    optimize_image(net, content, targets, options, layer_weights, total, reporter, autocast)
+    seconds = (stamps[-1] - stamps[spec["warmup"] - 1]) / spec["iterations"]
+    return {
+        "height": spec["height"], "width": spec["width"], "iterations": spec["iterations"],
+        "it_per_min": 60 / seconds, "seconds_per_iteration": seconds,
+        "peak_mb": memory.peak() / 2**20,  # whole process, at the loop's peak
+        "loop_mb": (memory.peak() - memory.base) / 2**20,  # above what was allocated before the loop
+        "targets_mb": forward_peak / 2**20,  # no-grad forward passes for the targets
+        "gflop_per_iteration": flops / 1e9, "gflops": flops / seconds / 1e9,
+        "lbfgs_history": min(total, 50),
+    }
+
+
+def iteration_flops(net, image, layers: tuple[str, ...], style_layers: tuple[str, ...]) -> float:
+    """FLOPs of one loss-and-gradient evaluation: each conv forward and its input gradient
+    (weights are frozen, so no weight gradient), plus each Gram matmul and its gradient."""
+    import torch
+
+    convs = []
+
+    def count(module, inputs, output):
+        c_in, kh, kw = module.in_channels // module.groups, *module.kernel_size
+        convs.append(2 * output.numel() * c_in * kh * kw)
+
+    hooks = [m.register_forward_hook(count) for m in net.features if isinstance(m, torch.nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            feats = net(image, layers)
+    finally:
+        for h in hooks:
+            h.remove()
+    grams = sum(2 * feats[n].shape[1] ** 2 * feats[n].shape[2] * feats[n].shape[3] for n in style_layers)
+    return 2.0 * (sum(convs) + grams)
+
+
+def measure_conv(spec: dict) -> dict:
+    """GFLOP/s of a 3x3, 256->256 convolution on 1x256xSxS: forward, and forward + input gradient."""
+    import torch
+
+    from .optimize import pick_device
+
+    device = pick_device(spec["device"])
+    size = spec["size"]
+    conv = torch.nn.Conv2d(256, 256, 3, padding=1).to(device).requires_grad_(False)
+    x = torch.rand(1, 256, size, size, device=device, requires_grad=True)
+    flops = 2 * 256 * 256 * 9 * size * size
+
+    def timed(step, reps: int = 5) -> float:
+        step()
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(reps):
+            step()
+        _sync(device)
+        return (time.perf_counter() - start) / reps
+
+    with torch.no_grad():
+        forward = timed(lambda: conv(x))
+    train = timed(lambda: torch.autograd.grad(conv(x).sum(), x))
+    return {"size": size, "forward_gflops": flops / forward / 1e9, "train_gflops": 2 * flops / train / 1e9}
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure_tiled(spec: dict) -> dict:
+    """A whole single-scale `stylize` at a size tiling makes fit: time, tiles and peak memory."""
+    from .optimize import pick_device, stylize
+    from .options import StyleOptions
+
+    plans: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: plans.append(record.getMessage())
+    logging.getLogger("engine.tiling").addHandler(handler)
+    logging.getLogger("engine.tiling").setLevel(logging.INFO)
+    device = pick_device(spec["device"])
+    content, style = _images(spec["height"], spec["width"])
+    stages: list[str] = []
+    options = StyleOptions(model=spec["model"], weights=spec["weights"], precision=spec["precision"],
+                           device=spec["device"], iterations=spec["iterations"], scales=1,
+                           tile_size=spec["tile_size"], seed=0)
+    memory = Memory(device)
+    memory.reset()
+    with tempfile.TemporaryDirectory() as cache:  # no cached Grams: time what a first run pays
+        start = time.perf_counter()
+        stylize(content, [style], options.replace(cache_dir=cache), progress=lambda p: stages.append(p.stage))
+        seconds = time.perf_counter() - start
+    tile = next((int(m.split(" in ")[1].split()[0]) for m in plans if " px tiles" in m), None)
+    per_pass = [int(s.split("tile ")[1].split("/")[1].split(",")[0]) for s in stages if "tile " in s]
+    per_pixel = -(-spec["iterations"] // options.tile_passes) * options.tile_passes if tile else spec["iterations"]
+    return {
+        "seconds": seconds, "iterations": per_pixel, "it_per_min": 60 * per_pixel / seconds,
+        "tile": tile, "tiles_per_pass": max(per_pass) if per_pass else 0, "passes": options.tile_passes if tile else 0,
+        "optimizer_steps": len(stages), "peak_mb": memory.peak() / 2**20, "plan": plans,
+    }
+
+
+def seam_comparison(size: int, iterations: int, folder: Path) -> dict:
+    """Stylize the sample at `size` px untiled and in half-size tiles; compare gradient energy
+    along every tile border of every pass (a seam would raise it) with the rest of the image."""
+    import numpy as np
+
+    from .images import read_image, write_image
+    from .optimize import stylize
+    from .options import StyleOptions
+    from .tiling import grid
+
+    content, style = _images(*_fit(read_image(_sample("content.png")).shape, size))
+    tile = size // 2
+    options = StyleOptions(model="vgg16", weights="packaged", iterations=iterations, seed=0, tile_passes=2)
+    height, width = content.shape[:2]
+    borders_x, borders_y = set(), set()
+    overlap = min(options.tile_overlap, tile // 4)
+    for p in range(options.tile_passes):
+        for box in grid(height, width, tile, overlap, p, options.tile_passes):
+            borders_y.update(v for v in (box.y0, box.y1) if 0 < v < height)
+            borders_x.update(v for v in (box.x0, box.x1) if 0 < v < width)
+    near = np.zeros((height, width), bool)
+    for v in borders_y:
+        near[max(0, v - 2) : v + 2, :] = True
+    for v in borders_x:
+        near[:, max(0, v - 2) : v + 2] = True
+    result = {"size": [width, height], "tile": tile, "overlap": overlap, "passes": options.tile_passes,
+              "iterations": iterations, "border_pixels": int(near.sum())}
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, tile_size in (("untiled", -1), ("tiled", tile)):
+        start = time.perf_counter()
+        image = stylize(content, [style], options.replace(tile_size=tile_size))
+        energy = np.zeros((height, width))
+        energy[:, :-1] += (np.diff(image, axis=1) ** 2).sum(axis=2)
+        energy[:-1, :] += (np.diff(image, axis=0) ** 2).sum(axis=2)
+        write_image(folder / f"seams_{name}.png", image)
+        result[name] = {"seconds": time.perf_counter() - start, "border_energy": float(energy[near].mean()),
+                        "other_energy": float(energy[~near].mean()),
+                        "border_ratio": float(energy[near].mean() / energy[~near].mean())}
+        result[name]["image"] = f"seams_{name}.png"
+    untiled, tiled = (read_image(folder / f"seams_{n}.png")[..., :3] for n in ("untiled", "tiled"))
+    result["mean_abs_difference"] = float(np.abs(tiled - untiled).mean())
+    return result
+
+
+def _fit(shape, size: int) -> tuple[int, int]:
+    factor = size / max(shape[:2])
+    return round(shape[0] * factor), round(shape[1] * factor)
+
+
+def _sample(name: str) -> Path:
+    from .cli import SAMPLES
+
+    return SAMPLES / name
+
+
+def plot(report: dict, path: Path) -> None:
+    """Speed (with the study's points), peak memory and FLOP/s against image size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    rows = [r for r in report["rows"] if "error" not in r]
+    fig, (speed, mem, rate) = plt.subplots(1, 3, figsize=(16, 4.8))
+    for (model, device), colour in zip(sorted({(r["model"], r["device"]) for r in rows}), plt.cm.tab10.colors):
+        mine = sorted((r for r in rows if (r["model"], r["device"]) == (model, device)), key=lambda r: r["size"])
+        sizes = [r["size"] for r in mine]
+        label = f"{model} {device}"
+        speed.plot(sizes, [r["it_per_min"] for r in mine], "o-", color=colour, label=label)
+        mem.plot(sizes, [r["peak_mb"] for r in mine], "o-", color=colour, label=label)
+        rate.plot(sizes, [r["gflops"] for r in mine], "o-", color=colour, label=label)
+        for study_device, marker in (("cpu", "s"), ("cuda", "^")):
+            points = report["study_2016"][study_device].get(model, {})
+            if points:
+                speed.plot(list(points), list(points.values()), marker, color=colour, markerfacecolor="none",
+                           markersize=9, label=f"2016 {report['study_2016'][study_device]['name']} ({model})")
+    for device, bench in report["microbench"].items():
+        if "train_gflops" in bench:
+            rate.axhline(bench["train_gflops"], linestyle="--", color="grey", label=f"3x3 conv microbench ({device})")
+    for ax, title, unit in ((speed, "optimisation speed", "iterations / minute"), (mem, "peak memory (process)", "MB"),
+                            (rate, "achieved conv+Gram throughput", "GFLOP/s")):
+        ax.set(yscale="log", title=title, xlabel="image side (px)", ylabel=unit)
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.grid(True, which="both", alpha=0.3)
+    speed.legend(fontsize=7)
+    rate.legend(fontsize=7)
+    fig.suptitle(f"neural-style bench on {report['machine']['cpu']} ({report['machine']['cpu_count']} cores)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,146 @@
+"""`neural-style bench-onnx`: onnxruntime vs torch feature extraction, and fast-mode frames per second.
+
+Prints a table and writes JSON (docs/onnx-and-fast-mode.md shows the numbers).
+Times are medians of `--repeat` runs after one warm-up run; the load average
+is recorded beside them because a shared machine slows every number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import losses, onnx_export
+from .fast import OUTPUT_NAME, TransformerNet, apply, fast_options, training_step
+from .optimize import layer_plan, pick_device
+from .options import StyleOptions
+from .weights import load_network
+
+
+def timed(fn, repeat: int) -> float:
+    """Median seconds of `repeat` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def torch_call(fn, device: torch.device):
+    """`fn` without autograd, waiting for the GPU so the timing covers the work."""
+
+    def call():
+        with torch.no_grad():
+            fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return call
+
+
+def bench_features(sizes: list[int], repeat: int, folder: Path, weights: str, device: str) -> list[dict]:
+    """VGG-16 up to relu5_1 with the default content and style layers, torch vs onnxruntime."""
+    net = load_network("vgg16", weights, "max")
+    layers = tuple(dict.fromkeys(net.spec.content_layers + net.spec.style_layers))
+    net = net.truncated(layers)
+    session = onnx_export.session(onnx_export.export_features(net, layers, folder / "vgg16.onnx"), device)
+    torch_device = pick_device(device)
+    net = net.to(torch_device)
+    rows = []
+    for size in sizes:
+        image = torch.rand(1, 3, size, size)
+        on_device = image.to(torch_device)
+        as_array = image.numpy()
+        seconds = {
+            f"torch ({torch_device.type})": timed(torch_call(lambda: net(on_device, layers), torch_device), repeat),
+            f"onnxruntime ({session.get_providers()[0]})": timed(lambda: onnx_export.run(session, as_array), repeat),
+        }
+        for backend, s in seconds.items():
+            rows.append({"test": "features vgg16 relu1_1..relu5_1", "weights": weights, "backend": backend,
+                         "size": f"{size}x{size}", "seconds": round(s, 4), "per_second": round(1 / s, 3)})
+    return rows
+
+
+def bench_fast(sizes: list[tuple[int, int]], widths: list[str], repeat: int, folder: Path, device: str) -> list[dict]:
+    """Untrained transformation networks (speed does not depend on the weights), torch vs onnxruntime."""
+    rows = []
+    for width in widths:
+        transformer = TransformerNet(width).eval()
+        example = torch.rand(1, 3, 64, 64)
+        path = onnx_export.export_module(transformer, example, folder / f"fast-{width}.onnx", [OUTPUT_NAME])
+        session = onnx_export.session(path, device, arena=True)
+        torch_device = pick_device(device)
+        transformer = transformer.to(torch_device)
+        for height, w in sizes:
+            frame = np.random.default_rng(0).random((height, w, 3), dtype=np.float32)
+            batch = np.ascontiguousarray(frame.transpose(2, 0, 1)[None])
+            on_device = torch.from_numpy(batch).to(torch_device)
+            onnx_backend = f"onnxruntime ({session.get_providers()[0]})"
+            torch_run = torch_call(lambda: transformer(on_device), torch_device)
+            for what, backend, fn in (
+                ("network only", f"torch ({torch_device.type})", torch_run),
+                ("network only", onnx_backend, lambda: onnx_export.run(session, batch)),
+                ("apply() per frame", onnx_backend, lambda: apply(path, frame, device)),
+            ):
+                s = timed(fn, repeat)
+                rows.append({"test": f"fast mode, width {width}, {what}", "backend": backend,
+                             "size": f"{w}x{height}", "seconds": round(s, 4), "per_second": round(1 / s, 3)})
+    return rows
+
+
+def bench_training(crops: list[int], batch: int, repeat: int, weights: str, device: str) -> list[dict]:
+    """Seconds per fast-mode training step (transformer + VGG-16 losses, forward and backward)."""
+    torch_device = pick_device(device)
+    options = fast_options(StyleOptions(weights=weights))
+    net = load_network("vgg16", weights, "max")
+    plan = layer_plan(net, options)
+    net = net.truncated(plan[0] + plan[1]).to(torch_device)
+    rows = []
+    for crop in crops:
+        transformer = TransformerNet().to(torch_device)
+        optimizer = torch.optim.Adam(transformer.parameters())
+        batch_t = torch.rand(batch, 3, crop, crop, device=torch_device)
+        with torch.no_grad():
+            grams = {name: losses.gram(f) for name, f in net(batch_t[:1], plan[1]).items()}
+
+        def step():
+            training_step(transformer, net, optimizer, batch_t, grams, options, plan)  # its float() waits for a GPU
+
+        s = timed(step, repeat)
+        rows.append({"test": f"fast-mode training step, batch {batch}", "weights": weights,
+                     "backend": f"torch ({torch_device.type})", "size": f"{crop}x{crop}",
+                     "seconds": round(s, 3), "per_second": round(1 / s, 3)})
+    return rows
+
+
+def run(args: argparse.Namespace) -> dict:
+    started = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        rows = bench_features(args.feature_sizes, args.repeat, folder, args.weights, args.device)
+        rows += bench_fast([(512, 512), (1080, 1920)], args.widths, args.repeat, folder, args.device)
+    if args.training:
+        rows += bench_training([128, 256], 2, args.repeat, args.weights, args.device)
+    return {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "onnxruntime_cuda": onnx_export.cuda_works(),
+            "load_average_start_end": [round(started, 2), round(os.getloadavg()[0], 2)],
+        },
+        "repeat": args.repeat,
+        "rows": rows,
+    }

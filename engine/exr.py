@@ -1,0 +1,87 @@
+"""Blender multilayer EXR renders: the Combined pass and the Vector pass.
+
+Blender names channels "<view layer>.<pass>.<channel>" ("ViewLayer.Vector.X");
+Blender 5 writes one EXR part per pass, older versions one part for all, so
+channels are gathered from every part.  OpenCV cannot read such files, hence
+the `OpenEXR` package.
+
+Vector pass convention, measured on Cycles renders (Blender 5.0.1, see
+tests/test_temporal.py): in Blender's pixel space (x right, y *up*),
+X,Y = (position in the previous frame) - (position now) and
+Z,W = (position now) - (position in the next frame).  EXR rows run top down,
+so in this engine's flow convention (y down, see engine.flow):
+to_prev = (X, -Y) and to_next = (-Z, W).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import EngineError
+from .images import linear_to_srgb
+
+
+@dataclass(frozen=True)
+class Render:
+    """One rendered frame: sRGB colour (HxWx3/4) and, when rendered, its motion vectors."""
+
+    image: np.ndarray
+    to_prev: np.ndarray | None
+    to_next: np.ndarray | None
+
+
+def is_multilayer(path: str | Path) -> bool:
+    """True for an EXR with a Blender Combined pass ("<layer>.Combined.R")."""
+    if Path(path).suffix.lower() != ".exr":
+        return False
+    return any(name.endswith(".Combined.R") for name in _channels(Path(path), header_only=True))
+
+
+def read_render(path: str | Path) -> Render:
+    """Read the Combined pass (as straight-alpha sRGB) and the Vector pass of a Blender multilayer EXR.
+
+    With several view layers, the first by name that has a Combined pass is used.
+    """
+    path = Path(path)
+    channels = _channels(path)
+    combined = sorted(n[: -len(".Combined.R")] for n in channels if n.endswith(".Combined.R"))
+    if not combined:
+        raise EngineError(f"{path} has no Combined pass; render it as a Blender multilayer EXR")
+    layer = combined[0]
+    rgb = np.stack([channels[f"{layer}.Combined.{c}"] for c in "RGB"], axis=2)
+    alpha = channels.get(f"{layer}.Combined.A")
+    if alpha is None:
+        image = linear_to_srgb(rgb)
+    else:  # Blender's EXR colour is premultiplied; the engine's arrays have straight alpha
+        alpha = np.clip(alpha, 0, 1)[..., None]
+        straight = np.divide(rgb, alpha, out=np.zeros_like(rgb), where=alpha > 0)
+        image = np.concatenate([linear_to_srgb(straight), alpha], axis=2)
+    vector = [channels.get(f"{layer}.Vector.{c}") for c in "XYZW"]
+    if any(v is None for v in vector):
+        return Render(image, None, None)
+    x, y, z, w = vector
+    return Render(image, np.stack([x, -y], axis=2), np.stack([-z, w], axis=2))
+
+
+def _channels(path: Path, header_only: bool = False) -> dict[str, np.ndarray | None]:
+    """Every channel of every part by name; only the names (values None) with `header_only`."""
+    try:
+        import OpenEXR
+    except ImportError:
+        raise EngineError("reading Blender multilayer EXR needs the OpenEXR package: pip install OpenEXR") from None
+    if not path.is_file():
+        raise EngineError(f"image not found: {path}")
+    try:
+        with OpenEXR.File(str(path), separate_channels=True, header_only=header_only) as exr:
+            if header_only:
+                return {channel.name: None for part in exr.parts for channel in part.header["channels"]}
+            return {
+                name: np.asarray(channel.pixels, dtype=np.float32)
+                for part in exr.parts
+                for name, channel in part.channels.items()
+            }
+    except Exception as exc:  # noqa: BLE001 - the binding raises bare RuntimeErrors for any bad file
+        raise EngineError(f"cannot read EXR {path}: {exc}") from None

@@ -1,0 +1,54 @@
+"""Settings of fast-mode training, validated once; no torch, so hosts can build them.
+
+The style itself (loss network, layers, loss weights, style scale, seed) comes
+from `StyleOptions`; these fields say how the transformation network is shaped
+and trained.  The defaults keep CPU training to minutes (see
+docs/onnx-and-fast-mode.md); a GPU affords `crop=256, batch_size=4, steps=2000`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from .errors import EngineError
+
+# Channels of the three resolutions of the transformation network.
+WIDTHS = {"default": (32, 64, 128), "small": (16, 32, 64)}
+
+
+@dataclass(frozen=True)
+class FastOptions:
+    steps: int = 300
+    crop: int = 256  # side of the square training crops; the style is sized against it
+    batch_size: int = 2
+    width: str = "default"  # "default" 32/64/128 channels, "small" 16/32/64 (about 4x faster)
+    residual_blocks: int = 5
+    learning_rate: float = 1e-3
+    max_images: int = 64  # frames beyond this are subsampled evenly
+
+    def __post_init__(self) -> None:
+        if self.width not in WIDTHS:
+            raise EngineError(f"unknown width {self.width!r}; choose one of: {', '.join(WIDTHS)}")
+        if self.steps < 1:
+            raise EngineError(f"steps must be at least 1, got {self.steps}")
+        if not 32 <= self.crop <= 1024 or self.crop % 4:
+            raise EngineError(f"crop must be a multiple of 4 between 32 and 1024, got {self.crop}")
+        for name in ("batch_size", "residual_blocks", "max_images"):
+            if getattr(self, name) < 1:
+                raise EngineError(f"{name} must be at least 1")
+        if self.learning_rate <= 0:
+            raise EngineError("learning_rate must be positive")
+
+    def replace(self, **changes) -> "FastOptions":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FastOptions":
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise EngineError(f"unknown fast-mode option(s): {', '.join(unknown)}")
+        return cls(**data)

@@ -1,0 +1,172 @@
+"""Content targets and style Grams for a run, from onnxruntime, with the Grams cached on disk.
+
+A style's Grams depend only on the pixels the network sees (the style image
+resized for this scale), the network, its weights and the layers, so every
+frame of an animation and every repeated run share them through a file keyed
+by exactly those.  onnxruntime runs the exported feature network (parity with
+torch is ~1e-6 relative, see tests/test_onnx_export.py); torch stays the
+fallback where onnxruntime cannot serve the run's device (MPS, or a CUDA torch
+beside a CPU-only onnxruntime), for reduced-precision content targets, when
+onnxruntime fails, or when $NEURAL_STYLE_TARGETS=torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import losses, onnx_export
+from .fingerprints import array_digest, data_digest, weights_key
+from .networks import FeatureNet
+from .optimize import Targets, _autocast_factory, _style_at, content_targets, layer_plan, style_grams, to_tensor
+from .options import StyleOptions
+from .weights import cache_dir
+
+log = logging.getLogger(__name__)
+
+GRAMS_FOLDER = "style-grams"
+ONNX_FOLDER = "onnx"
+BACKEND_ENV = "NEURAL_STYLE_TARGETS"
+# Bump when the Gram definition (engine.losses.gram) changes, so old cache files are not reused.
+GRAM_VERSION = 1
+
+
+class TargetSource:
+    """Targets of one run: one network, one layer plan, a fixed list of style images."""
+
+    def __init__(
+        self,
+        net: FeatureNet,
+        options: StyleOptions,
+        styles: list[np.ndarray],
+        blend: list[float],
+        device: torch.device,
+        autocast,
+    ):
+        self.net = net
+        self.options = options
+        self.styles = styles
+        self.blend = blend
+        self.device = device
+        self.autocast = autocast
+        self.content_layers, self.style_layers, _ = layer_plan(net, options)
+        self.folder = cache_dir(options.cache_dir)
+        self.network_key = {
+            "model": options.model,
+            "weights": weights_key(options.model, options.weights, options.seed),
+            "pooling": options.pooling,
+        }
+        self.backend = "onnxruntime" if _onnx_serves(device) else "torch"
+        self._session = None
+
+    def targets(self, content: torch.Tensor, height: int, width: int) -> Targets:
+        """Content features of `content` and blended style Grams for an output of height x width."""
+        return Targets(self.content(content), self.grams(height, width))
+
+    def content(self, content: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.options.precision == "fp32":
+            features = self._onnx_features(content, self.content_layers)
+            if features is not None:
+                return features
+        return content_targets(self.net, content, self.content_layers, self.autocast)
+
+    def grams(self, height: int, width: int) -> dict[str, torch.Tensor]:
+        total = sum(self.blend)
+        blended: dict[str, torch.Tensor] = {}
+        for style, weight in zip(self.styles, self.blend):
+            grams = self.style_grams(_style_at(style, height, width, self.options.style_scale))
+            for name, g in grams.items():
+                g = g * (weight / total)
+                blended[name] = blended[name] + g if name in blended else g
+        return blended
+
+    def style_grams(self, style: np.ndarray) -> dict[str, torch.Tensor]:
+        """Grams of one (already resized) style image: from the cache, else computed in fp32 and cached."""
+        path = self.cache_path(style)
+        cached = _read_grams(path, self.style_layers)
+        if cached is None:
+            style_t = to_tensor(style, self.device)
+            features = self._onnx_features(style_t, self.style_layers)
+            if features is None:
+                fp32 = _autocast_factory(self.device, "fp32")
+                cached = style_grams(self.net, [style_t], [1.0], self.style_layers, fp32)
+            else:
+                cached = {name: losses.gram(f) for name, f in features.items()}
+            _write_grams(path, {k: v.cpu() for k, v in cached.items()}, self._key(style))
+        return {name: g.to(self.device) for name, g in cached.items()}
+
+    def cache_path(self, style: np.ndarray) -> Path:
+        return self.folder / GRAMS_FOLDER / f"{data_digest(self._key(style))[:32]}.npz"
+
+    def _key(self, style: np.ndarray) -> dict:
+        return {
+            **self.network_key,
+            "style": array_digest(style),
+            "layers": list(self.style_layers),
+            "gram": GRAM_VERSION,
+        }
+
+    def _onnx_features(self, image: torch.Tensor, layers: tuple[str, ...]) -> dict[str, torch.Tensor] | None:
+        """Features from onnxruntime, or None where torch must compute them."""
+        if self.backend != "onnxruntime" or os.environ.get(BACKEND_ENV) == "torch":
+            return None
+        names = tuple(dict.fromkeys(self.content_layers + self.style_layers))
+        try:
+            if self._session is None:
+                self._session = onnx_export.session(self._exported(names), self.options.device)
+            outputs = onnx_export.run(self._session, image.detach().float().cpu().numpy())
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's errors are untyped; torch reports properly
+            log.warning("onnxruntime feature extraction failed, using torch: %s", str(exc).splitlines()[0])
+            self.backend = "torch"
+            return None
+        features = dict(zip(names, outputs))
+        return {name: torch.from_numpy(features[name]).to(self.device) for name in layers}
+
+    def _exported(self, layers: tuple[str, ...]) -> Path:
+        """The run's feature network as ONNX, exported once per network and layer list."""
+        key = {**self.network_key, "layers": list(layers), "opset": onnx_export.OPSET}
+        path = self.folder / ONNX_FOLDER / f"{self.options.model}-{data_digest(key)[:16]}.onnx"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            onnx_export.export_features(self.net, layers, path)
+        return path
+
+
+def _onnx_serves(device: torch.device) -> bool:
+    """onnxruntime computes targets only where its results land on the run's device cheaply."""
+    if device.type == "cpu":
+        return True
+    return device.type == "cuda" and onnx_export.cuda_works()
+
+
+def _read_grams(path: Path, layers: tuple[str, ...]) -> dict[str, torch.Tensor] | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: torch.from_numpy(data[name].copy()) for name in layers}
+    except (OSError, KeyError, ValueError) as exc:
+        log.warning("ignoring unreadable style cache file %s: %s", path, exc)
+        return None
+
+
+def _write_grams(path: Path, grams: dict[str, torch.Tensor], key: dict) -> None:
+    """Atomic write, so concurrent runs (several frames at once) never read half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {name: g.numpy() for name, g in grams.items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".grams.", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, __key__=np.array(json.dumps(key, sort_keys=True)), **arrays)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("cannot write style cache file %s: %s", path, exc)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -1,0 +1,37 @@
+"""`neural-style bench` at a toy size: the JSON and plot it writes, not the speed it finds."""
+
+import json
+
+import pytest
+
+from engine.cli import main
+
+
+def test_bench_writes_rows_beside_the_study_and_a_plot(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    plot = tmp_path / "bench.png"
+    code = main([
+        "bench", "--models", "vgg16", "--sizes", "32,64", "--iterations", "1", "--devices", "cpu",
+        "--tiled-sizes", "96x64", "--tile-size", "64", "--tiled-iterations", "2", "--microbench-size", "16",
+        "--json-out", str(out), "--plot", str(plot),
+    ])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["weights_note"].startswith("random")
+    assert report["study_2016"]["cpu"]["vgg19"]["256"] == 32.0
+    assert report["microbench"]["cpu"]["train_gflops"] > 0
+    assert [(r["model"], r["size"], r["device"]) for r in report["rows"]] == [("vgg16", 32, "cpu"), ("vgg16", 64, "cpu")]
+    for row in report["rows"]:
+        assert row["it_per_min"] > 0 and row["peak_mb"] > 0 and row["gflops"] > 0
+        assert 0 < row["share_of_conv_microbench"]
+    small, large = report["rows"]
+    assert large["gflop_per_iteration"] == pytest.approx(4 * small["gflop_per_iteration"], rel=0.05)
+    (tiled,) = report["tiled"]
+    assert tiled["tile"] == 64 and tiled["tiles_per_pass"] >= 2 and tiled["iterations"] == 2 and tiled["seconds"] > 0
+    assert plot.stat().st_size > 10_000
+    assert "vgg16" in capsys.readouterr().out
+
+
+def test_bench_refuses_a_missing_device(capsys):
+    assert main(["bench", "--devices", "tpu"]) == 2
+    assert "not available" in capsys.readouterr().err
