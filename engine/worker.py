@@ -118,6 +118,25 @@ def save_array(path: str, array: np.ndarray) -> None:
     os.replace(partial, path)
 
 
+def stylize_linked(content, styles, options, temporal: dict, progress, cancel) -> np.ndarray:
+    """A frame tied to the previous stylized frame (the request's `temporal` field)."""
+    from .images import read_image  # torch loads with the first job, not at start-up
+    from .temporal import TemporalOptions, linked_motion, stylize_frame
+
+    if not isinstance(temporal, dict):
+        raise EngineError("the temporal field must be an object")
+    settings = TemporalOptions.from_dict(temporal.get("options") or {})
+    previous = read_image(temporal["previous_output"]) if temporal.get("previous_output") else None
+    motion = None
+    if previous is not None:
+        before = temporal.get("previous_content")
+        motion = linked_motion(
+            settings, content, temporal.get("vectors"),
+            load_array(before, "previous content") if before else None, temporal.get("previous_vectors"),
+        )
+    return stylize_frame(content, styles, options, settings, previous, motion, progress, cancel)
+
+
 def run_job(seq: int, request: dict, commands: Commands, channel: Channel) -> None:
     """Run one `stylize` request and report exactly one of done, error or cancelled."""
     job_id = request.get("id")
@@ -146,7 +165,11 @@ def run_job(seq: int, request: dict, commands: Commands, channel: Channel) -> No
                     channel.emit("preview", id=job_id, path=preview_path, iteration=p.iteration)
 
         started = time.perf_counter()
-        result = stylize(content, styles, options, progress=progress, cancel=lambda: commands.cancelled(seq))
+        cancel = lambda: commands.cancelled(seq)  # noqa: E731
+        if request.get("temporal"):
+            result = stylize_linked(content, styles, options, request["temporal"], progress, cancel)
+        else:
+            result = stylize(content, styles, options, progress=progress, cancel=cancel)
         save_array(request["output"], result)
         channel.emit(
             "done", id=job_id, output=request["output"], shape=list(result.shape),

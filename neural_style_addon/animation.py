@@ -1,8 +1,11 @@
 """Frame bookkeeping for "Stylize Animation": names, resuming, input frames, loading results.
 
 The loop itself lives in `tasks.stylize_animation_steps`; everything it needs
-to know about frames is here as plain functions, so the temporal-coherence
-work can plug in at `FrameInput` (see `frame_input`).
+to know about frames is here as plain functions.  Temporal coherence plugs in
+at `FrameInput`: rendered frames also leave their motion vectors in
+`<out_dir>/.motion/` (beside the output, so a resumed run still links its
+first frame to the last one written), and frames read from a folder keep the
+previous frame's pixels for optical flow.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Callable
 
 import bpy
 
-from . import image_bridge
+from . import image_bridge, motion
 from .errors import StyleError
 
 IMAGE_EXTENSIONS = (".png", ".exr", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".tga")
@@ -24,6 +27,11 @@ _PNG_END = b"IEND\xaeB`\x82"
 
 def frame_path(folder: str, frame: int) -> str:
     return os.path.join(folder, f"frame_{frame:04d}.png")
+
+
+def motion_path(folder: str, frame: int) -> str:
+    """The multilayer EXR holding a rendered frame's Vector pass."""
+    return os.path.join(folder, ".motion", f"frame_{frame:04d}.exr")
 
 
 def is_complete_png(path: str) -> bool:
@@ -64,23 +72,31 @@ class FrameInput:
     """What one frame is stylized from.
 
     `previous_output` is the already stylized previous frame, when there is
-    one: the hook for temporal coherence (e.g. as the initial image).
+    one; `vectors`/`previous_vectors` are the two frames' motion EXRs (rendered
+    sources) and `previous_content` the previous frame's pixels (when known):
+    what temporal coherence links the frames with.
     """
 
     frame: int
     content: object  # HxWx4 sRGB float32 array
     previous_output: str | None
+    vectors: str | None = None
+    previous_vectors: str | None = None
+    previous_content: object = None
 
 
 FrameReader = Callable[[int], object]
 
 
-def render_reader(scene: bpy.types.Scene, workdir: str) -> FrameReader:
-    """Frames made by rendering the scene at each frame."""
+def render_reader(scene: bpy.types.Scene, workdir: str, motion_dir: str | None = None) -> FrameReader:
+    """Frames made by rendering the scene at each frame; with `motion_dir`, each render's
+    passes are also saved there (`motion_path`, needs `motion.enable_motion_passes`)."""
 
     def read(frame: int):
         scene.frame_set(frame)
         bpy.ops.render.render(scene=scene.name)
+        if motion_dir is not None:
+            motion.save_motion_exr(scene, motion_path(motion_dir, frame))
         return image_bridge.read_render_result(scene, workdir)
 
     return read
@@ -98,9 +114,15 @@ def sequence_reader(folder: str) -> FrameReader:
     return read
 
 
-def frame_input(frame: int, read: FrameReader, out_dir: str, step: int = 1) -> FrameInput:
+def frame_input(frame: int, read: FrameReader, out_dir: str, step: int = 1,
+                previous_content=None, with_vectors: bool = False) -> FrameInput:
+    """Read `frame`; `previous_content` is the previous frame's pixels when the caller kept them,
+    `with_vectors` says `read` saves motion EXRs (see `render_reader`)."""
     previous = frame_path(out_dir, frame - step)
-    return FrameInput(frame, read(frame), previous if is_complete_png(previous) else None)
+    content = read(frame)  # renders (and saves the vectors of) the frame first
+    vectors = [motion_path(out_dir, f) for f in (frame, frame - step)] if with_vectors else []
+    vectors = [path if os.path.isfile(path) else None for path in vectors] or [None, None]
+    return FrameInput(frame, content, previous if is_complete_png(previous) else None, *vectors, previous_content)
 
 
 def load_result(scene: bpy.types.Scene, out_dir: str, frames: list[int], add_strip: bool) -> bpy.types.Image:

@@ -87,6 +87,11 @@ class IMAGE_PT_neural_style_animation(_StylePanel, bpy.types.Panel):
         layout.prop(settings, "animation_dir")
         layout.prop(settings, "load_sequence")
         layout.prop(settings, "add_strip")
+        layout.prop(settings, "temporal")
+        column = layout.column()
+        column.active = settings.temporal
+        column.prop(settings, "temporal_weight")
+        column.prop(settings, "temporal_blend", slider=True)
         layout.operator("image.neural_style_animation", icon="RENDER_ANIMATION")
 
 

@@ -144,6 +144,18 @@ class NeuralStyleSettings(bpy.types.PropertyGroup):
     animation_dir: StringProperty(name="Frames Output", subtype="DIR_PATH", default="//stylized/", options=PATH_OPTIONS)
     load_sequence: BoolProperty(name="Load as Image Sequence", default=True)
     add_strip: BoolProperty(name="Add Sequencer Strip", default=False)
+    temporal: BoolProperty(
+        name="Temporal Coherence", default=True,
+        description="Tie each frame to the previous stylized frame along the motion (less flicker)",
+    )
+    temporal_weight: FloatProperty(
+        name="Temporal Weight", description="How strongly a frame keeps the previous frame's strokes, relative to the style",
+        default=20.0, min=0.0, soft_max=100.0,  # engine.temporal.TemporalOptions.weight's default
+    )
+    temporal_blend: FloatProperty(
+        name="Blend", description="Mix this share of the previous frame, moved along the motion, into the result (0: off)",
+        default=0.0, min=0.0, max=1.0, subtype="FACTOR",
+    )
 
 
 classes = (NeuralStyleStyleItem, NeuralStyleSettings)

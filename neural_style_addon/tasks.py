@@ -21,7 +21,7 @@ from typing import Callable, Generator
 import bpy
 import numpy as np
 
-from . import animation, image_bridge, materials
+from . import animation, image_bridge, materials, motion
 from .errors import StyleError
 from .worker_client import WorkerClient, WorkerError
 
@@ -69,6 +69,8 @@ class Job:
     load_sequence: bool = False
     add_strip: bool = False
     frame_options: Callable[[animation.FrameInput], dict] | None = None
+    # engine.temporal.TemporalOptions fields (as JSON); None or enabled False: frames are independent.
+    temporal: dict | None = None
 
 
 class Task:
@@ -140,10 +142,11 @@ class Task:
 
 def run_on_worker(task: Task, content: str, styles: list[str], options: dict, workdir: str,
                   preview_every: int = 0, on_preview: Callable[[np.ndarray], None] | None = None,
-                  label: str = "", share: tuple[float, float] = (0.0, 1.0)):
+                  label: str = "", share: tuple[float, float] = (0.0, 1.0), temporal: dict | None = None):
     """Send one stylize request and follow it to its end; returns the output array.
 
-    `share` is the slice of the task's progress bar this request fills.
+    `share` is the slice of the task's progress bar this request fills;
+    `temporal` is the request's optional temporal field (see `temporal_request`).
     """
     if task.cancel_requested:
         raise TaskCancelled()
@@ -153,6 +156,7 @@ def run_on_worker(task: Task, content: str, styles: list[str], options: dict, wo
     task.client.send({
         "cmd": "stylize", "id": job_id, "content": content, "styles": styles, "options": options,
         "output": output, "preview_every": preview_every if on_preview else 0, "preview": preview,
+        **({"temporal": temporal} if temporal else {}),
     })
     start, width = share
     while True:
@@ -270,6 +274,20 @@ def stylize_image_steps(task: Task, job: Job):
                     pass  # already freed with its file (a new .blend was opened mid-run)
 
 
+def temporal_request(job: Job, frame_input: animation.FrameInput, workdir: str) -> dict | None:
+    """The worker request's `temporal` field for a frame: what links it to the stylized previous frame."""
+    if not (job.temporal and job.temporal.get("enabled", True)) or frame_input.previous_output is None:
+        return None
+    previous_content = None
+    if frame_input.previous_vectors is None and frame_input.previous_content is not None:
+        previous_content = os.path.join(workdir, "previous-content.npy")  # for optical flow
+        np.save(previous_content, frame_input.previous_content)
+    return {
+        "options": job.temporal, "previous_output": frame_input.previous_output, "vectors": frame_input.vectors,
+        "previous_vectors": frame_input.previous_vectors, "previous_content": previous_content,
+    }
+
+
 def stylize_animation_steps(task: Task, job: Job):
     """Stylize each frame into `frame_####.png`, skipping frames already written; returns the written paths."""
     os.makedirs(job.out_dir, exist_ok=True)
@@ -277,25 +295,39 @@ def stylize_animation_steps(task: Task, job: Job):
     total, skipped = len(job.frames), len(job.frames) - len(todo)
     scene = bpy.context.scene
     playhead = scene.frame_current  # rendering moves it; put it back afterwards
+    from_folder = job.source == "SEQUENCE"
+    with_vectors = bool(job.temporal and job.temporal.get("enabled", True)) and not from_folder
+    saved = motion.enable_motion_passes(scene) if with_vectors and todo else None
     try:
         with tempfile.TemporaryDirectory(prefix="neural-style-") as workdir:
-            from_folder = job.source == "SEQUENCE"
-            read = animation.sequence_reader(job.sequence_dir) if from_folder else animation.render_reader(scene, workdir)
+            if from_folder:
+                read = animation.sequence_reader(job.sequence_dir)
+            else:
+                motion_dir = job.out_dir if saved is not None else None
+                if motion_dir is not None:
+                    os.makedirs(os.path.dirname(animation.motion_path(motion_dir, 0)), exist_ok=True)
+                read = animation.render_reader(scene, workdir, motion_dir)
             style_paths = save_styles(job.styles, workdir)
             content_path = os.path.join(workdir, "content.npy")
+            kept = {}  # frame -> pixels of the frame just done, for the next frame's optical flow
             for position, frame in enumerate(todo, start=skipped):
                 label = f"Frame {position + 1} of {total}: "
                 yield Status(f"{label}{'reading' if from_folder else 'rendering'}", position / total)
-                frame_input = animation.frame_input(frame, read, job.out_dir, scene.frame_step)
+                frame_input = animation.frame_input(
+                    frame, read, job.out_dir, scene.frame_step, kept.get(frame - scene.frame_step), saved is not None)
                 np.save(content_path, frame_input.content)
                 options = sized_options(job.options, frame_input.content)
                 if job.frame_options:
                     options = {**options, **job.frame_options(frame_input)}
                 result = yield from run_on_worker(
                     task, content_path, style_paths, options, workdir, label=label, share=(position / total, 1 / total),
+                    temporal=temporal_request(job, frame_input, workdir),
                 )
                 image_bridge.save_png(fit_to_source(result, frame_input.content), animation.frame_path(job.out_dir, frame))
+                kept = {frame: frame_input.content}
     finally:
+        if saved is not None:
+            motion.restore_settings(scene, saved)
         if scene.frame_current != playhead:
             scene.frame_set(playhead)
     paths = [animation.frame_path(job.out_dir, frame) for frame in job.frames]

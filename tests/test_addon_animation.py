@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from neural_style_addon import animation, api, image_bridge
+from neural_style_addon.worker_client import WorkerClient
 
 
 @pytest.fixture()
@@ -37,7 +38,7 @@ def test_three_rendered_frames_are_written_and_a_second_run_skips_them(three_fra
     assert bpy.ops.image.neural_style_animation() == {"FINISHED"}
 
     files = sorted(os.listdir(out))
-    assert files == ["frame_0001.png", "frame_0002.png", "frame_0003.png"]
+    assert files == [".motion", "frame_0001.png", "frame_0002.png", "frame_0003.png"]  # .motion: temporal coherence
     assert three_frames.frame_current == 2  # rendering moved the playhead and put it back
     first = image_bridge.load_image_file(str(out / "frame_0001.png"))
     last = image_bridge.load_image_file(str(out / "frame_0003.png"))
@@ -61,6 +62,31 @@ def test_three_rendered_frames_are_written_and_a_second_run_skips_them(three_fra
         bpy.app.handlers.render_pre.remove(count_render)
     assert renders == [], "frames already written must be skipped without rendering"
     assert {name: os.path.getmtime(out / name) for name in files} == mtimes
+
+
+def test_temporal_coherence_links_each_rendered_frame_to_the_previous_one(three_frames, tmp_path, monkeypatch):
+    # Plumbing only: 32 px, 2 iterations, random weights (addon_support.PLUMBING); the looks are tested in test_temporal.py.
+    sent = []
+    send = WorkerClient.send
+    monkeypatch.setattr(WorkerClient, "send", lambda self, message: sent.append(message) or send(self, message))
+    out = tmp_path / "frames"
+    three_frames.view_layers[0].use_pass_vector = False
+    settings = three_frames.neural_style
+    assert settings.temporal  # on by default
+
+    paths = api.stylize_animation(out_dir=str(out), load_sequence=False)
+
+    assert sorted(os.listdir(out)) == [".motion", "frame_0001.png", "frame_0002.png", "frame_0003.png"]
+    requests = [message for message in sent if message["cmd"] == "stylize"]
+    assert len(requests) == 3 and "temporal" not in requests[0]
+    for frame, request in ((2, requests[1]), (3, requests[2])):
+        temporal = request["temporal"]
+        assert temporal["previous_output"] == paths[frame - 2]
+        assert temporal["vectors"] == animation.motion_path(str(out), frame)
+        assert temporal["previous_vectors"] == animation.motion_path(str(out), frame - 1)
+        assert os.path.isfile(temporal["vectors"]) and temporal["previous_content"] is None
+        assert temporal["options"] == {"enabled": True, "weight": 20.0, "blend": 0.0}
+    assert not three_frames.view_layers[0].use_pass_vector  # the user's passes are put back
 
 
 def test_missing_and_damaged_frames_are_redone_the_others_kept(three_frames, tmp_path):

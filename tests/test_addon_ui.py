@@ -91,7 +91,8 @@ def test_advanced_and_animation_sub_panels(scene):
     assert draw(panels.IMAGE_PT_neural_style_advanced, scene).names("prop") == [
         "size", "iterations", "optimizer", "style_scale", "weights", "seed", "preview_every"]
     animation = draw(panels.IMAGE_PT_neural_style_animation, scene)
-    assert animation.names("prop") == ["animation_dir", "load_sequence", "add_strip"]
+    assert animation.names("prop") == [
+        "animation_dir", "load_sequence", "add_strip", "temporal", "temporal_weight", "temporal_blend"]
     assert animation.names("operator") == ["image.neural_style_animation"]
 
 

@@ -116,6 +116,27 @@ def test_stylize_reports_progress_previews_and_writes_the_output(worker, images)
     assert not list(Path(images["output"]).parent.glob("*.partial*"))
 
 
+def test_temporal_field_ties_the_frame_to_the_previous_output(worker, images, tmp_path):
+    # Plumbing with random weights: an unchanged frame (zero flow, every pixel trusted) blended fully
+    # with the previous output must come back as that output, whatever the optimiser made.
+    from engine.images import write_image
+
+    previous = np.random.default_rng(1).random((24, 32, 3)).astype(np.float32)
+    previous_output = str(write_image(tmp_path / "frame_0001.png", previous))
+    temporal = {"options": {"weight": 20.0, "blend": 1.0}, "previous_output": previous_output, "vectors": None,
+                "previous_vectors": None, "previous_content": images["content"]}
+    stylize(worker, images, "job-temporal", 2, temporal=temporal)
+    events = worker.until("done", "error")
+    assert events[-1]["event"] == "done", events[-1]
+    out = np.load(events[-1]["output"])
+    assert np.abs(out[..., :3] - previous).mean() < 0.01
+    np.testing.assert_allclose(out[..., 3], images["alpha"], atol=1e-6)
+
+    stylize(worker, images, "job-temporal-bad", 2, temporal={**temporal, "options": {"blend": 2.0}})
+    assert worker.until("done", "error")[-1] == {
+        "event": "error", "id": "job-temporal-bad", "message": "temporal blend must be between 0 and 1, got 2.0"}
+
+
 def test_cancel_stops_a_running_job_and_the_worker_carries_on(worker, images):
     stylize(worker, images, "long", 5000)
     first = worker.until("progress")[-1]
