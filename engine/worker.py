@@ -15,6 +15,7 @@ library writing to fd 1 lands in the log instead of corrupting the stream
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import queue
@@ -29,6 +30,7 @@ import numpy as np
 from . import Cancelled, EngineError, StyleOptions, stylize
 
 PROTOCOL_VERSION = 1
+JOBS = ("stylize", "fast_train", "fast_apply")  # commands queued and run one at a time
 
 
 class Channel:
@@ -85,7 +87,7 @@ class Commands:
             except (ValueError, KeyError, TypeError):
                 self._channel.emit("error", message=f"bad request line: {raw[:200]!r}")
                 continue
-            if cmd == "stylize":
+            if cmd in JOBS:
                 self.jobs.put((seq, message))
             elif cmd == "cancel":
                 self._cancel_seq = seq
@@ -121,29 +123,106 @@ def save_array(path: str, array: np.ndarray) -> None:
 def stylize_linked(content, styles, options, temporal: dict, progress, cancel) -> np.ndarray:
     """A frame tied to the previous stylized frame (the request's `temporal` field)."""
     from .images import read_image  # torch loads with the first job, not at start-up
-    from .temporal import TemporalOptions, linked_motion, stylize_frame
+    from .temporal import stylize_frame
 
-    if not isinstance(temporal, dict):
-        raise EngineError("the temporal field must be an object")
-    settings = TemporalOptions.from_dict(temporal.get("options") or {})
-    previous = read_image(temporal["previous_output"]) if temporal.get("previous_output") else None
-    motion = None
-    if previous is not None:
-        before = temporal.get("previous_content")
-        motion = linked_motion(
-            settings, content, temporal.get("vectors"),
-            load_array(before, "previous content") if before else None, temporal.get("previous_vectors"),
-        )
+    settings = temporal_settings(temporal)
+    previous, motion = previous_frame(content, settings, temporal)
     return stylize_frame(content, styles, options, settings, previous, motion, progress, cancel)
 
 
+def temporal_settings(temporal):
+    from .temporal import TemporalOptions
+
+    if not isinstance(temporal, dict):
+        raise EngineError("the temporal field must be an object")
+    return TemporalOptions.from_dict(temporal.get("options") or {})
+
+
+def previous_frame(content, settings, temporal: dict):
+    """(previous stylized frame, motion from it to `content`) from a `temporal` field; Nones when unknown."""
+    from .images import read_image
+    from .temporal import linked_motion
+
+    previous = read_image(temporal["previous_output"]) if temporal.get("previous_output") else None
+    if previous is None:
+        return None, None
+    before = temporal.get("previous_content")
+    return previous, linked_motion(
+        settings, content, temporal.get("vectors"),
+        load_array(before, "previous content") if before else None, temporal.get("previous_vectors"),
+    )
+
+
+def fast_train(request: dict, progress, cancel) -> str:
+    """Train (or reuse) a fast-mode model; the result is the model's path."""
+    from .fast import train  # torch loads with the first job
+    from .fast_options import FastOptions
+
+    missing = [key for key in ("frames", "style", "model_dir") if not request.get(key)]
+    if missing:
+        raise EngineError(f"fast_train request is missing {', '.join(missing)}")
+    frames = [load_array(path, "frame") if path.endswith(".npy") else path for path in request["frames"]]
+
+    def report(p) -> None:
+        stage = f"training step {p.iteration} of {p.total}" if p.stage == "training" else p.stage
+        progress(dataclasses.replace(p, stage=stage))
+
+    model = train(
+        frames, load_array(request["style"], "style"), StyleOptions.from_dict(request.get("options") or {}),
+        FastOptions.from_dict(request.get("fast") or {}), request["model_dir"], report, cancel,
+    )
+    return str(model)
+
+
+def fast_apply(request: dict, cancel) -> np.ndarray:
+    """One frame through a trained model, blended with the previous stylized frame when `temporal` says so."""
+    from .fast import apply
+    from .temporal import blend_previous
+
+    missing = [key for key in ("model", "content", "output") if not request.get(key)]
+    if missing:
+        raise EngineError(f"fast_apply request is missing {', '.join(missing)}")
+    content = load_array(request["content"], "content")
+    result = apply(request["model"], content, request.get("device") or "auto", request.get("size"))
+    temporal = request.get("temporal")
+    if temporal:
+        settings = temporal_settings(temporal)
+        previous, motion = previous_frame(content, settings, temporal)
+        if settings.enabled and motion is not None and not cancel():
+            result = blend_previous(result, previous, motion, settings.blend)
+    return result
+
+
+def emit_progress(channel: Channel, job_id, p) -> None:
+    channel.emit(
+        "progress", id=job_id, iteration=p.iteration, total=p.total,
+        losses={k: float(v) for k, v in p.losses.items()}, stage=p.stage, elapsed=round(p.elapsed, 3),
+    )
+
+
+def run_fast_job(request: dict, job_id, cancel, channel: Channel) -> None:
+    """A `fast_train` or `fast_apply` request, ending in `done` (errors propagate to `run_job`)."""
+    started = time.perf_counter()
+    if request["cmd"] == "fast_train":
+        output = fast_train(request, lambda p: emit_progress(channel, job_id, p), cancel)
+        channel.emit("done", id=job_id, output=output, elapsed=round(time.perf_counter() - started, 3))
+        return
+    result = fast_apply(request, cancel)
+    save_array(request["output"], result)
+    channel.emit("done", id=job_id, output=request["output"], shape=list(result.shape),
+                 elapsed=round(time.perf_counter() - started, 3))
+
+
 def run_job(seq: int, request: dict, commands: Commands, channel: Channel) -> None:
-    """Run one `stylize` request and report exactly one of done, error or cancelled."""
+    """Run one job request and report exactly one of done, error or cancelled."""
     job_id = request.get("id")
     if commands.cancelled(seq):
         channel.emit("cancelled", id=job_id)
         return
     try:
+        if request["cmd"] != "stylize":
+            run_fast_job(request, job_id, lambda: commands.cancelled(seq), channel)
+            return
         missing = [key for key in ("content", "styles", "output") if not request.get(key)]
         if missing:
             raise EngineError(f"stylize request is missing {', '.join(missing)}")
@@ -154,10 +233,7 @@ def run_job(seq: int, request: dict, commands: Commands, channel: Channel) -> No
         preview_path = request.get("preview")
 
         def progress(p) -> None:
-            channel.emit(
-                "progress", id=job_id, iteration=p.iteration, total=p.total,
-                losses={k: float(v) for k, v in p.losses.items()}, stage=p.stage, elapsed=round(p.elapsed, 3),
-            )
+            emit_progress(channel, job_id, p)
             if preview_path and preview_every > 0 and p.iteration % preview_every == 0 and p.iteration < p.total:
                 image = p.image()
                 if image is not None:

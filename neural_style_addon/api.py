@@ -87,6 +87,7 @@ def build_job(scene, styles=None, options=None, context=None, animation=False, *
         frames=list(range(scene.frame_start, scene.frame_end + 1, scene.frame_step)),
         load_sequence=settings.load_sequence, add_strip=settings.add_strip,
         temporal={"enabled": settings.temporal, "weight": settings.temporal_weight, "blend": settings.temporal_blend},
+        animation_mode=settings.animation_mode, fast={"steps": settings.fast_steps},
     )
     for name, value in fields.items():
         setattr(job, name, value)

@@ -87,6 +87,10 @@ class IMAGE_PT_neural_style_animation(_StylePanel, bpy.types.Panel):
         layout.prop(settings, "animation_dir")
         layout.prop(settings, "load_sequence")
         layout.prop(settings, "add_strip")
+        layout.prop(settings, "animation_mode")
+        row = layout.row()
+        row.active = settings.animation_mode == "FAST"
+        row.prop(settings, "fast_steps")
         layout.prop(settings, "temporal")
         column = layout.column()
         column.active = settings.temporal

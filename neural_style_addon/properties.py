@@ -144,6 +144,17 @@ class NeuralStyleSettings(bpy.types.PropertyGroup):
     animation_dir: StringProperty(name="Frames Output", subtype="DIR_PATH", default="//stylized/", options=PATH_OPTIONS)
     load_sequence: BoolProperty(name="Load as Image Sequence", default=True)
     add_strip: BoolProperty(name="Add Sequencer Strip", default=False)
+    animation_mode: EnumProperty(
+        name="Mode", default="OPTIMIZE",
+        items=(
+            ("OPTIMIZE", "Optimize (best)", "Optimize every frame on its own: best looks, slow"),
+            ("FAST", "Fast (trained)", "Train a network once per style, then apply it to each frame in a moment"),
+        ),
+    )
+    fast_steps: IntProperty(
+        name="Training Steps", description="Training steps of the fast-mode network (trained once per style and settings)",
+        default=300, min=1, soft_max=5000,  # engine.fast_options.FastOptions.steps' default
+    )
     temporal: BoolProperty(
         name="Temporal Coherence", default=True,
         description="Tie each frame to the previous stylized frame along the motion (less flicker)",

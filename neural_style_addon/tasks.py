@@ -71,6 +71,8 @@ class Job:
     frame_options: Callable[[animation.FrameInput], dict] | None = None
     # engine.temporal.TemporalOptions fields (as JSON); None or enabled False: frames are independent.
     temporal: dict | None = None
+    animation_mode: str = "OPTIMIZE"  # OPTIMIZE or FAST (train once, apply per frame)
+    fast: dict | None = None  # engine.fast_options.FastOptions fields (as JSON)
 
 
 class Task:
@@ -148,16 +150,20 @@ def run_on_worker(task: Task, content: str, styles: list[str], options: dict, wo
     `share` is the slice of the task's progress bar this request fills;
     `temporal` is the request's optional temporal field (see `temporal_request`).
     """
-    if task.cancel_requested:
-        raise TaskCancelled()
-    job_id = uuid.uuid4().hex
-    output = os.path.join(workdir, f"{job_id}-out.npy")
-    preview = os.path.join(workdir, f"{job_id}-preview.npy")
-    task.client.send({
-        "cmd": "stylize", "id": job_id, "content": content, "styles": styles, "options": options,
+    output = os.path.join(workdir, f"{uuid.uuid4().hex}-out.npy")
+    preview = output.replace("-out.npy", "-preview.npy")
+    job_id = send_job(task, {
+        "cmd": "stylize", "content": content, "styles": styles, "options": options,
         "output": output, "preview_every": preview_every if on_preview else 0, "preview": preview,
         **({"temporal": temporal} if temporal else {}),
     })
+    event = yield from follow(task, job_id, label, share, on_preview)
+    return np.load(event["output"])
+
+
+def follow(task: Task, job_id: str, label: str = "", share: tuple[float, float] = (0.0, 1.0),
+           on_preview: Callable[[np.ndarray], None] | None = None):
+    """Follow a sent request to its end; returns its `done` event."""
     start, width = share
     while True:
         event = task.client.next_event(task.wait)
@@ -174,11 +180,13 @@ def run_on_worker(task: Task, content: str, styles: list[str], options: dict, wo
             fraction = event["iteration"] / max(event["total"], 1)
             losses = event.get("losses", {})
             loss = f", loss {losses['total']:.4g}" if "total" in losses else ""
-            yield Status(f"{label}iteration {event['iteration']}/{event['total']}{loss}", start + width * fraction)
+            stage = event.get("stage", "")
+            text = stage if stage.startswith("training step") else f"iteration {event['iteration']}/{event['total']}"
+            yield Status(f"{label}{text}{loss}", start + width * fraction)
         elif kind == "preview" and on_preview:
             on_preview(np.load(event["path"]))
         elif kind == "done":
-            return np.load(event["output"])
+            return event
         elif kind == "cancelled":
             raise TaskCancelled()
         elif kind in ("error", "exit"):
@@ -288,6 +296,48 @@ def temporal_request(job: Job, frame_input: animation.FrameInput, workdir: str) 
     }
 
 
+def send_job(task: Task, request: dict) -> str:
+    """Send a job request (adding its id) unless the task was cancelled; returns the id."""
+    if task.cancel_requested:
+        raise TaskCancelled()
+    job_id = uuid.uuid4().hex
+    task.client.send({**request, "id": job_id})
+    return job_id
+
+
+def train_fast(task: Task, job: Job, frames: list[int], read: animation.FrameReader, style_paths: list[str],
+               workdir: str):
+    """Read the frames to stylize (training sees them all first) and train, or reuse, the fast-mode model
+    in `<out_dir>/.fast/`; returns a reader of the frames already read and the model's path."""
+    if len(style_paths) != 1:
+        raise StyleError("Fast (trained) mode trains on one style image; remove the others or use Optimize")
+    cached = {}
+    for index, frame in enumerate(frames, start=1):
+        yield Status(f"Frame {index} of {len(frames)}: reading for training")
+        cached[frame] = os.path.join(workdir, f"frame-{frame}.npy")
+        np.save(cached[frame], read(frame))
+    model_dir = os.path.join(job.out_dir, ".fast")
+    os.makedirs(model_dir, exist_ok=True)
+    job_id = send_job(task, {
+        "cmd": "fast_train", "frames": list(cached.values()), "style": style_paths[0], "options": job.options,
+        "fast": job.fast or {}, "model_dir": model_dir,
+    })
+    event = yield from follow(task, job_id, "Training: ")
+    return (lambda frame: np.load(cached[frame])), event["output"]
+
+
+def apply_fast(task: Task, model: str, content: str, options: dict, workdir: str, label: str,
+               share: tuple[float, float], temporal: dict | None):
+    """One frame through the trained model (blended with the previous one per `temporal`); returns the array."""
+    output = os.path.join(workdir, "fast-out.npy")
+    job_id = send_job(task, {
+        "cmd": "fast_apply", "model": model, "content": content, "output": output,
+        "size": options.get("size"), "device": options.get("device"), **({"temporal": temporal} if temporal else {}),
+    })
+    event = yield from follow(task, job_id, label, share)
+    return np.load(event["output"])
+
+
 def stylize_animation_steps(task: Task, job: Job):
     """Stylize each frame into `frame_####.png`, skipping frames already written; returns the written paths."""
     os.makedirs(job.out_dir, exist_ok=True)
@@ -309,6 +359,9 @@ def stylize_animation_steps(task: Task, job: Job):
                 read = animation.render_reader(scene, workdir, motion_dir)
             style_paths = save_styles(job.styles, workdir)
             content_path = os.path.join(workdir, "content.npy")
+            model = None
+            if job.animation_mode == "FAST" and todo:
+                read, model = yield from train_fast(task, job, todo, read, style_paths, workdir)
             kept = {}  # frame -> pixels of the frame just done, for the next frame's optical flow
             for position, frame in enumerate(todo, start=skipped):
                 label = f"Frame {position + 1} of {total}: "
@@ -319,10 +372,13 @@ def stylize_animation_steps(task: Task, job: Job):
                 options = sized_options(job.options, frame_input.content)
                 if job.frame_options:
                     options = {**options, **job.frame_options(frame_input)}
-                result = yield from run_on_worker(
-                    task, content_path, style_paths, options, workdir, label=label, share=(position / total, 1 / total),
-                    temporal=temporal_request(job, frame_input, workdir),
-                )
+                share = (position / total, 1 / total)
+                temporal = temporal_request(job, frame_input, workdir)
+                if model is not None:
+                    result = yield from apply_fast(task, model, content_path, options, workdir, label, share, temporal)
+                else:
+                    result = yield from run_on_worker(
+                        task, content_path, style_paths, options, workdir, label=label, share=share, temporal=temporal)
                 image_bridge.save_png(fit_to_source(result, frame_input.content), animation.frame_path(job.out_dir, frame))
                 kept = {frame: frame_input.content}
     finally:

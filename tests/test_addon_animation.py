@@ -146,3 +146,29 @@ def test_animation_needs_an_absolute_output_folder_in_an_unsaved_file(three_fram
     three_frames.neural_style.animation_dir = "//stylized/"
     with pytest.raises(RuntimeError, match="save the .blend file first"):
         bpy.ops.image.neural_style_animation()
+
+
+def test_fast_mode_trains_once_applies_per_frame_and_reuses_the_model(three_frames, tmp_path, monkeypatch):
+    # Plumbing only: 32 px frames, 2 training steps on 32 px crops, the small network, random loss weights.
+    sent = []
+    send = WorkerClient.send
+    monkeypatch.setattr(WorkerClient, "send", lambda self, message: sent.append(message) or send(self, message))
+    out = tmp_path / "frames"
+    fast = {"steps": 2, "crop": 32, "batch_size": 1, "width": "small", "residual_blocks": 1}
+
+    paths = api.stylize_animation(out_dir=str(out), load_sequence=False, animation_mode="FAST", fast=fast)
+
+    assert [os.path.basename(p) for p in paths] == ["frame_0001.png", "frame_0002.png", "frame_0003.png"]
+    assert image_bridge.load_image_file(paths[0]).shape == (24, 32, 4)
+    assert [m["cmd"] for m in sent] == ["fast_train", "fast_apply", "fast_apply", "fast_apply"]
+    models = [name for name in os.listdir(out / ".fast") if name.endswith(".onnx")]
+    assert len(models) == 1
+    trained = os.path.getmtime(out / ".fast" / models[0])
+
+    os.remove(paths[1])
+    sent.clear()
+    api.stylize_animation(out_dir=str(out), load_sequence=False, animation_mode="FAST", fast=fast)
+
+    assert [m["cmd"] for m in sent] == ["fast_train", "fast_apply"]  # frames 1 and 3 are skipped
+    assert os.path.getmtime(out / ".fast" / models[0]) == trained  # the model is reused, not retrained
+    assert animation.pending_frames(str(out), [1, 2, 3]) == []

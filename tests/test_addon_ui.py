@@ -92,7 +92,7 @@ def test_advanced_and_animation_sub_panels(scene):
         "size", "iterations", "optimizer", "style_scale", "weights", "seed", "preview_every"]
     animation = draw(panels.IMAGE_PT_neural_style_animation, scene)
     assert animation.names("prop") == [
-        "animation_dir", "load_sequence", "add_strip", "temporal", "temporal_weight", "temporal_blend"]
+        "animation_dir", "load_sequence", "add_strip", "animation_mode", "fast_steps", "temporal", "temporal_weight", "temporal_blend"]
     assert animation.names("operator") == ["image.neural_style_animation"]
 
 
