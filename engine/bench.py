@@ -136,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
                 spec = {"kind": "loop", "device": device, "model": model, "height": size, "width": size,
                         "iterations": args.iterations, "warmup": args.warmup, **common}
                 row = _child(spec, args.timeout)
-                row.update(model=model, size=size, device=device, study=_study(device, model, size))
+                row.update(model=model, size=size, device=device, study=_study(device, model, size),
+                           load_average=os.getloadavg()[0])
                 if "gflop_per_iteration" in row and bench.get("train_gflops"):
                     row["share_of_conv_microbench"] = row["gflops"] / bench["train_gflops"]
                 report["rows"].append(row)
@@ -147,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
                 spec = {"kind": "tiled", "device": device, "model": model, "height": height, "width": width,
                         "iterations": args.tiled_iterations, "tile_size": args.tile_size, **common}
                 row = _child(spec, args.timeout)
-                row.update(model=model, height=height, width=width, device=device)
+                row.update(model=model, height=height, width=width, device=device, load_average=os.getloadavg()[0])
                 report["tiled"].append(row)
                 _print_tiled(row)
                 _write_json(report, args.json_out)
@@ -179,7 +180,9 @@ def machine() -> dict:
     except (OSError, StopIteration):
         pass
     info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset (libgomp spins)"),
+            "load_average_at_start": os.getloadavg()[0]}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info

@@ -128,33 +128,35 @@ def tile_for_budget(budget: int, geo: NetGeometry, optimizer: str) -> int:
     return max(MIN_TILE, side // geo.stride * geo.stride)
 
 
-def axis_spans(length: int, tile: int, overlap: int, shift: int) -> list[tuple[int, int]]:
-    """Spans [lo, hi) covering [0, length): step `tile - overlap`, grid moved by `shift`.
+def axis_spans(length: int, tile: int, overlap: int, phase: float = 0.0) -> list[tuple[int, int]]:
+    """Spans [lo, hi) covering [0, length) with the fewest tiles of at most `tile` pixels.
 
-    Spans cut by the image edge keep at least half a tile (widened inwards),
-    which only adds overlap with their neighbour.
+    The spans are shortened to share the length evenly (no tile wasted on a sliver),
+    then the grid moves by `phase` (0 to 1) of a step; spans cut by the image edge keep at least half
+    a span (widened inwards), which only adds overlap with their neighbour.
     """
     if length <= tile:
         return [(0, length)]
-    step = tile - overlap
-    least = tile // 2
-    start = shift % step - step if shift % step else 0
+    count = math.ceil((length - overlap) / (tile - overlap))
+    span = math.ceil((length + (count - 1) * overlap) / count)
+    step = span - overlap
+    shift = round(phase * step) % step
+    start = shift - step if shift else 0
     spans = []
     while True:
-        lo, hi = max(start, 0), min(start + tile, length)
-        if hi - lo < least:
-            lo, hi = (0, least) if lo == 0 else (length - least, length)
+        lo, hi = max(start, 0), min(start + span, length)
+        if hi - lo < span // 2:
+            lo, hi = (0, span // 2) if lo == 0 else (length - span // 2, length)
         spans.append((lo, hi))
-        if start + tile >= length:
+        if start + span >= length:
             return spans
         start += step
 
 
 def grid(height: int, width: int, tile: int, overlap: int, pass_index: int, passes: int) -> list[Box]:
-    """The tiles of one pass; each pass shifts the grid by a further 1/passes of a step."""
-    shift = round(pass_index * (tile - overlap) / passes)
-    rows = axis_spans(height, tile, overlap, shift)
-    cols = axis_spans(width, tile, overlap, shift)
+    """The tiles of one pass; each pass shifts the grid by a further 1/passes of a tile step."""
+    rows = axis_spans(height, tile, overlap, pass_index / passes)
+    cols = axis_spans(width, tile, overlap, pass_index / passes)
     return [Box(y0, y1, x0, x1) for y0, y1 in rows for x0, x1 in cols]
 
 
