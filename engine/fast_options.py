@@ -8,17 +8,19 @@ docs/onnx-and-fast-mode.md); a GPU affords `crop=256, batch_size=4, steps=2000`.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from .errors import EngineError
+from .options import JsonOptions
 
 # Channels of the three resolutions of the transformation network.
 WIDTHS = {"default": (32, 64, 128), "small": (16, 32, 64)}
 
 
 @dataclass(frozen=True)
-class FastOptions:
+class FastOptions(JsonOptions):
+    _label = "fast-mode option"
+
     steps: int = 300
     crop: int = 256  # side of the square training crops; the style is sized against it
     batch_size: int = 2
@@ -40,15 +42,3 @@ class FastOptions:
         if self.learning_rate <= 0:
             raise EngineError("learning_rate must be positive")
 
-    def replace(self, **changes) -> "FastOptions":
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "FastOptions":
-        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise EngineError(f"unknown fast-mode option(s): {', '.join(unknown)}")
-        return cls(**data)

@@ -22,8 +22,32 @@ POOLINGS = ("max", "avg")
 MAX_SIDE = 8192
 
 
+class JsonOptions:
+    """replace/to_dict/from_dict shared by the frozen option dataclasses, which the worker carries as JSON."""
+
+    _label = "option"
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise EngineError(f"unknown {cls._label}(s): {', '.join(unknown)}")
+        return cls(**cls._from_json(dict(data)))
+
+    @classmethod
+    def _from_json(cls, values: dict) -> dict:
+        """Turn JSON lists back into the tuples a field expects."""
+        return values
+
+
 @dataclass(frozen=True)
-class StyleOptions:
+class StyleOptions(JsonOptions):
     """What to compute. `None` layer/weight fields mean "the model's defaults"."""
 
     model: str = "vgg16"
@@ -99,23 +123,12 @@ class StyleOptions:
         if self.style_blend_weights is not None and any(w < 0 for w in self.style_blend_weights):
             raise EngineError("style blend weights must not be negative")
 
-    def replace(self, **changes) -> "StyleOptions":
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
     @classmethod
-    def from_dict(cls, data: dict) -> "StyleOptions":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise EngineError(f"unknown option(s): {', '.join(unknown)}")
-        values = dict(data)
+    def _from_json(cls, values: dict) -> dict:
         for name in ("content_layers", "style_layers", "style_layer_weights", "style_blend_weights"):
             if values.get(name) is not None:
                 values[name] = tuple(values[name])
-        return cls(**values)
+        return values
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

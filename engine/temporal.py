@@ -26,6 +26,7 @@ from . import exr
 from .errors import EngineError
 from .flow import Motion, motion_from_flows, motion_from_images, warp
 from .images import read_image, resize, write_image
+from .options import JsonOptions
 from .optimize import ExtraLoss, output_shape, stylize, to_tensor
 from .options import StyleOptions
 from .progress import CancelFn, Progress, ProgressFn
@@ -35,7 +36,7 @@ FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr", ".bmp", ".we
 
 
 @dataclass(frozen=True)
-class TemporalOptions:
+class TemporalOptions(JsonOptions):
     """How strongly consecutive frames are tied together.
 
     The temporal loss is `weight` x the style weight x the masked mean
@@ -46,6 +47,8 @@ class TemporalOptions:
     has them.  `blend` in [0, 1] mixes the warped previous frame into trusted
     pixels of the result (0 = off).
     """
+
+    _label = "temporal option"
 
     enabled: bool = True
     weight: float = 20.0
@@ -60,15 +63,6 @@ class TemporalOptions:
         if not 0 <= self.blend <= 1:
             raise EngineError(f"temporal blend must be between 0 and 1, got {self.blend}")
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TemporalOptions":
-        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise EngineError(f"unknown temporal option(s): {', '.join(unknown)}")
-        return cls(**data)
 
 
 @dataclass(frozen=True)
