@@ -49,7 +49,7 @@ def register(sub) -> None:
     p.add_argument("--widths", type=_names, default=("default", "small"))
     p.add_argument("--weights", default="packaged", help="feature-network weights (speed is the same for random)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--training", action="store_true", help="also time fast-mode training steps (slow on a CPU)")
     p.add_argument("--json-out", default="docs/bench-onnx.json")
     p.set_defaults(func=_cmd_bench)
@@ -152,9 +152,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.repeat < 1:
         raise EngineError("--repeat must be at least 1")
     result = run(args)
-    print(f"{'test':48} {'backend':36} {'size':>10} {'seconds':>9} {'per s':>8}")
+    print(f"{'test':48} {'backend':36} {'size':>10} {'best s':>8} {'median s':>9} {'best /s':>8}")
     for r in result["rows"]:
-        print(f"{r['test']:48} {r['backend']:36} {r['size']:>10} {r['seconds']:9.3f} {r['per_second']:8.2f}")
+        print(f"{r['test']:48} {r['backend']:36} {r['size']:>10} {r['seconds_best']:8.3f} "
+              f"{r['seconds_median']:9.3f} {r['per_second_best']:8.2f}")
     print(f"load average (start, end): {result['machine']['load_average_start_end']}")
     Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
