@@ -18,6 +18,6 @@ def stylize(content, styles, options=None, progress=None, cancel=None):
     Imported lazily so `import engine` (e.g. by the worker before a job arrives)
     does not pay for torch start-up.
     """
-    from .optimize import stylize as _stylize
+    from .pipeline import stylize as _stylize
 
     return _stylize(content, styles, options or StyleOptions(), progress=progress, cancel=cancel)

@@ -1,4 +1,4 @@
-"""Blender multilayer EXR renders: the Combined pass and the Vector pass.
+"""Blender multilayer EXR renders: the Combined, Vector and Depth passes.
 
 Blender names channels "<view layer>.<pass>.<channel>" ("ViewLayer.Vector.X");
 Blender 5 writes one EXR part per pass, older versions one part for all, so
@@ -11,6 +11,10 @@ X,Y = (position in the previous frame) - (position now) and
 Z,W = (position now) - (position in the next frame).  EXR rows run top down,
 so in this engine's flow convention (y down, see engine.flow):
 to_prev = (X, -Y) and to_next = (-Z, W).
+
+The Depth pass ("<layer>.Depth.Z") is the distance from the camera along its
+view axis, in scene units (1e10 where nothing was hit); engine.trust uses it
+to find pixels that were hidden in the previous frame.
 """
 
 from __future__ import annotations
@@ -26,11 +30,12 @@ from .images import linear_to_srgb
 
 @dataclass(frozen=True)
 class Render:
-    """One rendered frame: sRGB colour (HxWx3/4) and, when rendered, its motion vectors."""
+    """One rendered frame: sRGB colour (HxWx3/4) and, when rendered, its motion vectors and depth (HxW)."""
 
     image: np.ndarray
     to_prev: np.ndarray | None
     to_next: np.ndarray | None
+    depth: np.ndarray | None = None
 
 
 def is_multilayer(path: str | Path) -> bool:
@@ -41,7 +46,7 @@ def is_multilayer(path: str | Path) -> bool:
 
 
 def read_render(path: str | Path) -> Render:
-    """Read the Combined pass (as straight-alpha sRGB) and the Vector pass of a Blender multilayer EXR.
+    """Read the Combined pass (as straight-alpha sRGB), the Vector and the Depth pass of a Blender multilayer EXR.
 
     With several view layers, the first by name that has a Combined pass is used.
     """
@@ -59,11 +64,12 @@ def read_render(path: str | Path) -> Render:
         alpha = np.clip(alpha, 0, 1)[..., None]
         straight = np.divide(rgb, alpha, out=np.zeros_like(rgb), where=alpha > 0)
         image = np.concatenate([linear_to_srgb(straight), alpha], axis=2)
+    depth = channels.get(f"{layer}.Depth.Z")
     vector = [channels.get(f"{layer}.Vector.{c}") for c in "XYZW"]
     if any(v is None for v in vector):
-        return Render(image, None, None)
+        return Render(image, None, None, depth)
     x, y, z, w = vector
-    return Render(image, np.stack([x, -y], axis=2), np.stack([-z, w], axis=2))
+    return Render(image, np.stack([x, -y], axis=2), np.stack([-z, w], axis=2), depth)
 
 
 def _channels(path: Path, header_only: bool = False) -> dict[str, np.ndarray | None]:

@@ -1,20 +1,26 @@
-"""Content, style (Gram) and total-variation losses.
+"""Content, style (Gram) and total-variation losses, for one image or a batch.
 
 Content and style losses are relative squared errors (divided by the target's
 energy), so one set of default weights works for every model and for both
 input conventions (Caffe features are ~255x larger than torchvision ones).
+The same style loss serves the optimisation (a batch of one image) and
+fast-mode training (a batch of crops, each compared with the style's Grams).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+from .errors import EngineError
 
 
 def gram(features: torch.Tensor) -> torch.Tensor:
-    """Channel correlation matrix, normalised by the number of entries (size-independent)."""
+    """BxCxHxW features -> BxCxC channel correlations, normalised by C*H*W (size-independent)."""
     b, c, h, w = features.shape
-    flat = features.reshape(b * c, h * w).float()
-    return flat @ flat.t() / (c * h * w)
+    flat = features.reshape(b, c, h * w).float()
+    return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
 
 
 def relative_mse(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -28,8 +34,16 @@ def content_loss(features: dict[str, torch.Tensor], targets: dict[str, torch.Ten
 def style_loss(
     features: dict[str, torch.Tensor], grams: dict[str, torch.Tensor], layer_weights: dict[str, float]
 ) -> torch.Tensor:
+    """Weighted mean over layers of each image's relative Gram error, averaged over the batch.
+
+    `grams` hold one 1xCxC (or CxC) target per layer, shared by every image of the batch.
+    """
     total = sum(layer_weights.values())
-    return sum(layer_weights[name] * relative_mse(gram(features[name]), g) for name, g in grams.items()) / total
+    return sum(layer_weights[name] * _gram_error(gram(features[name]), g) for name, g in grams.items()) / total
+
+
+def _gram_error(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return relative_mse(value, target) / value.shape[0]
 
 
 def tv_loss(image: torch.Tensor) -> torch.Tensor:
@@ -37,3 +51,13 @@ def tv_loss(image: torch.Tensor) -> torch.Tensor:
     dx = image[..., :, 1:] - image[..., :, :-1]
     dy = image[..., 1:, :] - image[..., :-1, :]
     return dx.pow(2).mean() + dy.pow(2).mean()
+
+
+def loss_terms(parts: dict[str, torch.Tensor], total: torch.Tensor) -> dict[str, float]:
+    """The weighted loss terms and their total as numbers; a NaN or infinite one stops the run."""
+    terms = {name: float(value.detach()) for name, value in parts.items()}
+    terms["total"] = float(total.detach())
+    bad = [name for name, value in terms.items() if not math.isfinite(value)]
+    if bad:
+        raise EngineError(f"the loss became NaN/infinite ({', '.join(bad)}); check the weights/options")
+    return terms

@@ -58,19 +58,20 @@ _NIN_NAMES = (
     "drop", "conv4-1024", "relu10", "cccp7-1024", "relu11", "cccp8-1024", "relu12",
 )
 
+
+def _vgg_spec(name: str) -> ModelSpec:
+    """VGG-19 and VGG-16 share Gatys et al.'s layers: content relu4_2, style reluN_1 of every block."""
+    return ModelSpec(
+        name, _vgg_layer_names(_VGG_BLOCKS[name]),
+        content_layers=("relu4_2",),
+        style_layers=("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
+        style_layer_weights=(1.0, 1.0, 1.0, 1.0, 1.0),
+    )
+
+
 SPECS = {
-    "vgg19": ModelSpec(
-        "vgg19", _vgg_layer_names(_VGG_BLOCKS["vgg19"]),
-        content_layers=("relu4_2",),
-        style_layers=("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
-        style_layer_weights=(1.0, 1.0, 1.0, 1.0, 1.0),
-    ),
-    "vgg16": ModelSpec(
-        "vgg16", _vgg_layer_names(_VGG_BLOCKS["vgg16"]),
-        content_layers=("relu4_2",),
-        style_layers=("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
-        style_layer_weights=(1.0, 1.0, 1.0, 1.0, 1.0),
-    ),
+    "vgg19": _vgg_spec("vgg19"),
+    "vgg16": _vgg_spec("vgg16"),
     "nin": ModelSpec(
         "nin", _NIN_NAMES,
         content_layers=("relu7",),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from .errors import EngineError
+from .files import atomic_write
 from .networks import FeatureNet
 
 INPUT_NAME = "image"
@@ -50,22 +50,16 @@ def export_module(module: nn.Module, example: torch.Tensor, path: str | os.PathL
         raise EngineError(f"output folder does not exist: {path.parent}")
     dynamic = {name: {0: "batch", 2: f"{name}_height", 3: f"{name}_width"} for name in output_names}
     dynamic[INPUT_NAME] = {0: "batch", 2: "height", 3: "width"}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".onnx")
-    os.close(fd)
-    try:
+    with atomic_write(path) as tmp:
         with warnings.catch_warnings(), torch.no_grad():
             # onnxscript (needed by the dynamo exporter) is not a dependency; the TorchScript
             # exporter handles these plain conv nets and warns only that it is the old path.
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
-                module.eval(), (example,), tmp, dynamo=False, opset_version=OPSET,
+                module.eval(), (example,), str(tmp), dynamo=False, opset_version=OPSET,
                 input_names=[INPUT_NAME], output_names=output_names, dynamic_axes=dynamic,
             )
         check(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

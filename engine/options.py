@@ -8,7 +8,11 @@ let the worker protocol carry options as JSON.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+import functools
+import math
+import types
+import typing
+from dataclasses import dataclass
 
 from .errors import EngineError
 
@@ -20,12 +24,34 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 POOLINGS = ("max", "avg")
 # Largest output side accepted (8K UHD is 7680 x 4320).
 MAX_SIDE = 8192
+# Seeds seed torch and NumPy's generators, which take unsigned 64-bit values.
+MAX_SEED = 2**63 - 1
 
 
 class JsonOptions:
-    """replace/to_dict/from_dict shared by the frozen option dataclasses, which the worker carries as JSON."""
+    """Shared by the frozen option dataclasses, which the worker carries as JSON.
+
+    Every field's value is checked against its annotation before the class's
+    own `__post_init__` runs (`check_fields`): a float field takes a finite
+    int or float, an int field an int, a tuple field a tuple of such values,
+    and so on, so NaN, infinity, strings for numbers or booleans for counts
+    are refused the same way whether they come from the CLI, the worker or
+    the Blender add-on.  Ranges stay with each class's `__post_init__`.
+    """
 
     _label = "option"
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("__post_init__")
+        if own is None:
+            return  # inherits a parent's checked __post_init__
+
+        def __post_init__(self) -> None:
+            check_fields(self)
+            own(self)
+
+        cls.__post_init__ = __post_init__
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
@@ -35,15 +61,75 @@ class JsonOptions:
 
     @classmethod
     def from_dict(cls, data: dict):
+        if not isinstance(data, dict):
+            raise EngineError(f"{cls._label}s must be a JSON object of name: value, got {type(data).__name__}")
         unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
-            raise EngineError(f"unknown {cls._label}(s): {', '.join(unknown)}")
+            raise EngineError(f"unknown {cls._label}(s): {', '.join(map(str, unknown))}")
         return cls(**cls._from_json(dict(data)))
 
     @classmethod
     def _from_json(cls, values: dict) -> dict:
-        """Turn JSON lists back into the tuples a field expects."""
+        """Turn JSON lists back into the tuples a field expects (other values stay, to be refused)."""
+        for name, kind in _field_kinds(cls).items():
+            if kind[0] == "tuple" and isinstance(values.get(name), list):
+                values[name] = tuple(values[name])
         return values
+
+
+def check_fields(options) -> None:
+    """Raise EngineError unless every field of the option dataclass `options` has its annotated type.
+
+    Floats must be finite: NaN or infinity in a weight or rate would run to the
+    end and produce a black image.
+    """
+    label = type(options)._label
+    for name, (kind, item, optional) in _field_kinds(type(options)).items():
+        value = getattr(options, name)
+        if value is None and optional:
+            continue
+        if kind == "tuple":
+            if not isinstance(value, tuple) or not value:
+                raise EngineError(f"{label} {name} must be a non-empty list of {_NOUNS.get(item, item)}s, got {value!r}")
+            for element in value:
+                _check_value(label, name, item, element)
+        else:
+            _check_value(label, name, kind, value)
+
+
+_NOUNS = {"float": "number", "int": "whole number", "str": "string", "bool": "true/false value", "dict": "mapping"}
+
+
+def _check_value(label: str, name: str, kind: str, value) -> None:
+    if kind == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and not math.isfinite(value):
+            raise EngineError(f"{label} {name} must be a finite number, got {value!r}")
+    elif kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        expected = {"str": str, "bool": bool, "dict": dict}.get(kind)
+        ok = expected is None or isinstance(value, expected)  # other annotations: the class checks them
+    if not ok:
+        raise EngineError(f"{label} {name} must be a {_NOUNS[kind]}, got {value!r}")
+
+
+@functools.lru_cache(maxsize=None)
+def _field_kinds(cls) -> dict[str, tuple[str, str, bool]]:
+    """name -> (kind, tuple item kind, None allowed) from a dataclass's annotations."""
+    hints = typing.get_type_hints(cls)
+    kinds = {}
+    for f in dataclasses.fields(cls):
+        hint, optional = hints[f.name], False
+        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+            args = [a for a in typing.get_args(hint) if a is not type(None)]
+            hint, optional = args[0], True
+        origin = typing.get_origin(hint)
+        if origin is tuple:
+            kinds[f.name] = ("tuple", typing.get_args(hint)[0].__name__, optional)
+        else:
+            kinds[f.name] = ((origin or hint).__name__, "", optional)
+    return kinds
 
 
 @dataclass(frozen=True)
@@ -89,7 +175,6 @@ class StyleOptions(JsonOptions):
     memory_limit_mb: int = 0
     # Where downloaded/converted weights and style-target caches live; None = default cache.
     cache_dir: str | None = None
-    extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         _choice("model", self.model, MODELS)
@@ -113,6 +198,10 @@ class StyleOptions(JsonOptions):
             raise EngineError("init='image' needs init_image")
         if self.scales is not None and self.scales < 1:
             raise EngineError("scales must be at least 1")
+        if not 16 <= self.min_scale_size <= MAX_SIDE:
+            raise EngineError(f"min_scale_size must be between 16 and {MAX_SIDE} pixels, got {self.min_scale_size}")
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
+            raise EngineError(f"seed must be between 0 and {MAX_SEED}, got {self.seed}")
         if self.tile_size not in (-1, 0) and self.tile_size < 64:
             raise EngineError(f"tile_size must be -1 (never tile), 0 (by free memory) or at least 64, got {self.tile_size}")
         if self.tile_overlap < 0 or self.tile_passes < 1 or self.memory_limit_mb < 0:
@@ -120,15 +209,11 @@ class StyleOptions(JsonOptions):
         if self.style_layer_weights is not None and self.style_layers is not None:
             if len(self.style_layer_weights) != len(self.style_layers):
                 raise EngineError("style_layer_weights needs one weight per style layer")
-        if self.style_blend_weights is not None and any(w < 0 for w in self.style_blend_weights):
-            raise EngineError("style blend weights must not be negative")
-
-    @classmethod
-    def _from_json(cls, values: dict) -> dict:
-        for name in ("content_layers", "style_layers", "style_layer_weights", "style_blend_weights"):
-            if values.get(name) is not None:
-                values[name] = tuple(values[name])
-        return values
+        if self.style_layer_weights is not None and any(w < 0 for w in self.style_layer_weights):
+            raise EngineError("style layer weights must not be negative")
+        if self.style_blend_weights is not None:
+            if any(w < 0 for w in self.style_blend_weights) or sum(self.style_blend_weights) <= 0:
+                raise EngineError("style blend weights must not be negative and must not all be zero")
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

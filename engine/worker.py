@@ -5,43 +5,55 @@ the host never imports torch and a crash here never takes the host down.  The
 protocol, JSON lines on stdin/stdout with pixels in `.npy` files, is specified
 in docs/worker-protocol.md; this file is its one implementation.
 
+Commands form one table, `COMMANDS`: a name, its handler and its schema, the
+fields it takes with their checks.  Every request is checked against its
+schema once, before any work: wrong types, missing or unknown fields, unreadable
+or absurd `.npy` files and outputs that cannot be written (or that are one of
+the job's inputs) are answered with one `error` line.
+
 Threads: a reader thread owns stdin, so `cancel`, `ping` and `quit` are seen
 while a job runs on the main thread; the engine polls the cancel flag once an
 iteration.  Only protocol lines reach the real stdout: file descriptor 1 is
-pointed at stderr at start-up, so a stray `print` or a
-library writing to fd 1 lands in the log instead of corrupting the stream
-(the engine loads torch only when the first job runs, after that switch).
+pointed at stderr at start-up, so a stray `print` or a library writing to fd 1
+lands in the log instead of corrupting the stream (the engine loads torch only
+when the first job runs, after that switch).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import math
 import os
 import queue
 import sys
+import tempfile
 import threading
 import time
 import traceback
-from typing import IO
+from dataclasses import dataclass
+from typing import IO, Any, Callable
 
 import numpy as np
 
-from . import Cancelled, EngineError, StyleOptions, stylize
+from . import Cancelled, EngineError, stylize
+from .files import atomic_write
+from .images import check_size
+from .options import DEVICES, MAX_SIDE, JsonOptions, StyleOptions
 
 PROTOCOL_VERSION = 1
-JOBS = ("stylize", "fast_train", "fast_apply")  # commands queued and run one at a time
+# The structured fields of `engine.progress.Progress` a `progress` event carries (plus losses, elapsed, stage).
+PROGRESS_FIELDS = ("kind", "iteration", "total", "scale", "scales", "tile", "tiles", "frame", "frames", "width", "height")
 
 
 class Channel:
-    """Writes one JSON event a line to the protocol stream, from any thread."""
+    """Writes one JSON event a line to the protocol stream, from any thread (strict JSON: no NaN)."""
 
     def __init__(self, stream: IO[str]):
         self._stream = stream
         self._lock = threading.Lock()
 
     def emit(self, event: str, **fields) -> None:
-        line = json.dumps({"event": event, **fields}, default=float)
+        line = json.dumps({"event": event, **fields}, allow_nan=False)
         with self._lock:
             self._stream.write(line + "\n")
             self._stream.flush()
@@ -56,8 +68,402 @@ def claim_stdout() -> IO[str]:
     return protocol
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Field checks: (value, name) -> the value to use; each raises EngineError with one sentence.
+
+Check = Callable[[Any, str], Any]
+
+
+class InputPath(str):
+    """A path the job reads (outputs must differ from every one)."""
+
+
+class OutputPath(str):
+    """A path the job writes."""
+
+
+def _shown(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _expected(name: str, what: str, value) -> EngineError:
+    return EngineError(f"{name} must be {what}, got {_shown(value)}")
+
+
+def text(value, name: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise _expected(name, "a non-empty string", value)
+    return value
+
+
+def whole(low: int, high: int | None = None) -> Check:
+    def check(value, name: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _expected(name, "a whole number", value)
+        if high is None and value < low:
+            raise EngineError(f"{name} must be at least {low}, got {value}")
+        if high is not None and not low <= value <= high:
+            raise EngineError(f"{name} must be between {low} and {high}, got {value}")
+        return value
+
+    return check
+
+
+def request_id(value, name: str):
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise _expected(name, "a string or a whole number", value)
+    return value
+
+
+def choice(allowed: tuple[str, ...]) -> Check:
+    def check(value, name: str) -> str:
+        if value not in allowed:
+            raise EngineError(f"{name} must be one of {', '.join(allowed)}, got {_shown(value)}")
+        return value
+
+    return check
+
+
+def non_empty_list(check: Check) -> Check:
+    def check_list(value, name: str) -> list:
+        if not isinstance(value, list) or not value:
+            raise _expected(name, "a non-empty list", value)
+        return [check(item, f"{name}[{index}]") for index, item in enumerate(value)]
+
+    return check_list
+
+
+def input_file(value, name: str) -> InputPath:
+    path = text(value, name)
+    if not os.path.isfile(path):
+        raise EngineError(f"{name}: file not found: {path}")
+    return InputPath(path)
+
+
+def pixels(value, name: str) -> InputPath:
+    """A `.npy` image written by the host: its header is checked before anything is loaded."""
+    path = InputPath(text(value, name))
+    try:
+        if not os.path.isfile(path):
+            raise OSError("no such file")
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+            else:
+                raise ValueError(f"unsupported .npy format version {version}")
+    except (OSError, ValueError) as exc:
+        raise EngineError(f"cannot read the {name} pixels from {path}: {exc}") from None
+    if len(shape) != 3 or shape[2] not in (3, 4):
+        raise EngineError(f"the {name} pixels must be HxWx3 or HxWx4, got shape {shape}")
+    if dtype.kind != "f":
+        raise EngineError(f"the {name} pixels must be floating point, got {dtype}")
+    check_size(shape[1], shape[0], f"the {name} pixels {path}")  # the limits image files have
+    return path
+
+
+def output_file(value, name: str) -> OutputPath:
+    """A `.npy` path the job will write: a file in an existing folder this process can write to."""
+    path = text(value, name)
+    if os.path.isdir(path):
+        raise EngineError(f"{name} is a folder, not a file: {path}")
+    if not path.endswith(".npy"):
+        raise EngineError(f"{name} must be a .npy path, got {_shown(path)}")
+    writable_folder(os.path.dirname(os.path.abspath(path)), f"{name} folder")
+    return OutputPath(path)
+
+
+def writable_folder(value, name: str) -> str:
+    path = text(value, name)
+    if not os.path.isdir(path):
+        raise EngineError(f"{name} does not exist: {path}")
+    try:
+        with tempfile.TemporaryFile(dir=path):  # the real test: permissions, read-only mounts, /proc
+            pass
+    except OSError:
+        raise EngineError(f"{name} is not writable: {path}") from None
+    return path
+
+
+def options_of(load: Callable[[], type[JsonOptions]]) -> Check:
+    """A JSON object of one option dataclass's fields; `JsonOptions.from_dict` checks names, types and ranges.
+
+    `load` returns the class (imported when the first job needs it: some live beside torch code).
+    """
+    return lambda value, name: load().from_dict(value)
+
+
+def object_of(schema: dict[str, tuple[Check, bool]]) -> Check:
+    """A JSON object whose fields follow `schema` (name -> (check, required))."""
+
+    def check(value, name: str) -> dict:
+        if not isinstance(value, dict):
+            raise _expected(name, "an object", value)
+        return validate(schema, value, f"{name}.")
+
+    return check
+
+
+def validate(schema: dict[str, tuple[Check, bool]], message: dict, prefix: str = "") -> dict:
+    """The checked fields of `message` (absent optional ones are None); the first problem raises EngineError."""
+    unknown = sorted(set(message) - set(schema))
+    if unknown:
+        raise EngineError(f"unknown field(s): {', '.join(prefix + key for key in unknown)}")
+    missing = [prefix + key for key, (_, required) in schema.items() if required and message.get(key) in (None, "", [])]
+    if missing:
+        raise EngineError(f"the request is missing {', '.join(missing)}")
+    return {key: None if message.get(key) is None else check(message[key], prefix + key)
+            for key, (check, _) in schema.items()}
+
+
+def paths_of(value, kind: type[str]) -> list[str]:
+    """Every `kind` path inside checked fields (nested objects and lists included)."""
+    if isinstance(value, kind):
+        return [value]
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return [path for item in items for path in paths_of(item, kind)]
+
+
+def _same(a: str, b: str) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+
+
+def check_outputs(checked: dict) -> None:
+    """No output may be one of the job's inputs, or another of its outputs."""
+    inputs, outputs = paths_of(checked, InputPath), paths_of(checked, OutputPath)
+    for index, output in enumerate(outputs):
+        if any(_same(output, path) for path in inputs):
+            raise EngineError(f"refusing to write over one of the job's inputs: {output}")
+        if any(_same(output, other) for other in outputs[index + 1:]):
+            raise EngineError(f"two outputs of the job are the same file: {output}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Jobs
+
+
+def _temporal_options():
+    from .temporal import TemporalOptions  # torch loads with the first job, not at start-up
+
+    return TemporalOptions
+
+
+def _fast_options():
+    from .fast.options import FastOptions
+
+    return FastOptions
+
+
+TEMPORAL = object_of({
+    "options": (options_of(_temporal_options), False),
+    "previous_output": (input_file, False),
+    "vectors": (input_file, False),
+    "previous_vectors": (input_file, False),
+    "previous_content": (pixels, False),
+})
+
+
+@dataclass
+class Job:
+    """One job request, checked, with what its handler needs to report and to notice a cancel."""
+
+    id: Any
+    fields: dict
+    channel: Channel
+    cancel: Callable[[], bool]
+
+    def progress(self, p) -> None:
+        self.channel.emit("progress", id=self.id, **progress_fields(p))
+
+
+def progress_fields(p) -> dict:
+    """A `Progress` as the `progress` event's fields; a non-finite loss becomes null (strict JSON)."""
+    losses = {name: (float(value) if math.isfinite(float(value)) else None) for name, value in p.losses.items()}
+    return {**{name: getattr(p, name) for name in PROGRESS_FIELDS}, "losses": losses,
+            "elapsed": round(p.elapsed, 3), "stage": p.stage}
+
+
+def load_array(path: str, what: str) -> np.ndarray:
+    """An HxWx3/4 float image array written by the host (its header was checked by `pixels`)."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise EngineError(f"cannot read the {what} pixels from {path}: {exc}") from None
+    if not np.isfinite(array).all():
+        raise EngineError(f"the {what} pixels hold NaN or infinite values: {path}")
+    return array.astype(np.float32, copy=False)
+
+
+def save_array(path: str, array: np.ndarray) -> None:
+    """Write atomically, so the host never reads a half-written file and no partial file is left."""
+    with atomic_write(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, np.ascontiguousarray(array, dtype=np.float32))
+
+
+def previous_frame(content: np.ndarray, settings, temporal: dict):
+    """(previous stylized frame, motion from it to `content`) from a `temporal` field; Nones when unknown."""
+    from .images import read_image
+    from .temporal import linked_motion
+
+    if temporal["previous_output"] is None:
+        return None, None
+    previous = read_image(temporal["previous_output"])
+    before = temporal["previous_content"]
+    return previous, linked_motion(
+        settings, content, temporal["vectors"],
+        load_array(before, "previous content") if before else None, temporal["previous_vectors"],
+    )
+
+
+def temporal_settings(temporal: dict):
+    return temporal["options"] or _temporal_options()()
+
+
+def run_stylize(job: Job) -> dict:
+    """Optimise one image (tied to the previous frame when `temporal` is given); writes `output`."""
+    f = job.fields
+    content = load_array(f["content"], "content")
+    styles = [load_array(path, "style") for path in f["styles"]]
+    options = f["options"] or StyleOptions()
+    every, preview = f["preview_every"] or 0, f["preview"]
+
+    def progress(p) -> None:
+        job.progress(p)
+        if preview and every > 0 and p.iteration % every == 0 and p.iteration < p.total:
+            image = p.image()
+            if image is not None:
+                save_array(preview, image)
+                job.channel.emit("preview", id=job.id, path=preview, iteration=p.iteration)
+
+    if f["temporal"] is not None:
+        from .temporal import stylize_frame
+
+        settings = temporal_settings(f["temporal"])
+        previous, motion = previous_frame(content, settings, f["temporal"])
+        result = stylize_frame(content, styles, options, settings, previous, motion, progress, job.cancel)
+    else:
+        result = stylize(content, styles, options, progress=progress, cancel=job.cancel)
+    save_array(f["output"], result)
+    return {"output": f["output"], "shape": list(result.shape)}
+
+
+def run_fast_train(job: Job) -> dict:
+    """Train (or reuse) a fast-mode model in `model_dir`; the result is the model's path."""
+    from .fast.training import train  # torch loads with the first job
+
+    f = job.fields
+    frames = [load_array(path, "frame") if path.endswith(".npy") else path for path in f["frames"]]
+    model = train(frames, load_array(f["style"], "style"), f["options"] or StyleOptions(),
+                  f["fast"] or _fast_options()(), f["model_dir"], job.progress, job.cancel)
+    return {"output": str(model)}
+
+
+def run_fast_apply(job: Job) -> dict:
+    """One frame through a trained model, blended with the previous stylized frame when `temporal` says so."""
+    from .fast.inference import apply
+    from .temporal import blend_previous
+
+    f = job.fields
+    content = load_array(f["content"], "content")
+    result = apply(f["model"], content, f["device"] or "auto", f["size"])
+    if f["temporal"] is not None:
+        settings = temporal_settings(f["temporal"])
+        previous, motion = previous_frame(content, settings, f["temporal"])
+        if settings.enabled and motion is not None and not job.cancel():
+            result = blend_previous(result, previous, motion, settings.blend)
+    save_array(f["output"], result)
+    return {"output": f["output"], "shape": list(result.shape)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The command table
+
+
+@dataclass(frozen=True)
+class Command:
+    """A protocol command: its fields (name -> (check, required)) and what runs it.
+
+    Jobs (`job=True`) are queued and run one at a time on the main thread, their
+    fields checked when their turn comes; control commands act at once on the
+    reader thread.
+    """
+
+    schema: dict[str, tuple[Check, bool]]
+    handler: Callable
+    job: bool = True
+
+
+def run_check(job: Job) -> dict:
+    """Import every requirement of the engine (after an install); `modules`: module -> version."""
+    from .environment import check_requirements
+
+    return {"modules": check_requirements()}
+
+
+def _cancel(commands: "Commands", seq: int, checked: dict) -> bool:
+    commands.cancel_before(seq)
+    return True
+
+
+def _ping(commands: "Commands", seq: int, checked: dict) -> bool:
+    commands.channel.emit("pong", id=checked["id"])
+    return True
+
+
+def _quit(commands: "Commands", seq: int, checked: dict) -> bool:
+    return False  # stop reading: the running job is cancelled and the worker exits
+
+
+ID = (request_id, False)
+COMMANDS: dict[str, Command] = {
+    "stylize": Command({
+        "id": ID, "content": (pixels, True), "styles": (non_empty_list(pixels), True),
+        "options": (options_of(lambda: StyleOptions), False), "output": (output_file, True),
+        "preview_every": (whole(0), False), "preview": (output_file, False), "temporal": (TEMPORAL, False),
+    }, run_stylize),
+    "fast_train": Command({
+        "id": ID, "frames": (non_empty_list(input_file), True), "style": (pixels, True),
+        "options": (options_of(lambda: StyleOptions), False), "fast": (options_of(_fast_options), False),
+        "model_dir": (writable_folder, True),
+    }, run_fast_train),
+    "fast_apply": Command({
+        "id": ID, "model": (input_file, True), "content": (pixels, True), "output": (output_file, True),
+        "size": (whole(16, MAX_SIDE), False), "device": (choice(DEVICES), False), "temporal": (TEMPORAL, False),
+    }, run_fast_apply),
+    "check": Command({"id": ID}, run_check),
+    "cancel": Command({"id": ID}, _cancel, job=False),
+    "ping": Command({"id": ID}, _ping, job=False),
+    "quit": Command({}, _quit, job=False),
+}
+
+
+def _strict_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse(raw: bytes) -> tuple[str, dict]:
+    """(command name, request) of one line; ValueError when it is not a JSON object with a string `cmd`."""
+    message = json.loads(raw, parse_constant=_strict_constant)
+    if not isinstance(message, dict) or not isinstance(message.get("cmd"), str):
+        raise ValueError("not a command object")
+    return message.pop("cmd"), message
+
+
+def readable_id(message: dict):
+    """The request's id when it is a usable one (to tag an error), else None."""
+    try:
+        return request_id(message.get("id"), "id")
+    except EngineError:
+        return None
+
+
 class Commands:
-    """Reads stdin on a thread; queues jobs and handles control commands at once.
+    """Reads stdin on a thread; queues jobs and runs control commands at once.
 
     Every line gets a sequence number.  `cancel` stops every job received
     before it (running or queued) and none after it, so a cancel sent right
@@ -66,7 +472,7 @@ class Commands:
 
     def __init__(self, stream: IO[bytes], channel: Channel):
         self._stream = stream
-        self._channel = channel
+        self.channel = channel
         self.jobs: queue.Queue = queue.Queue()
         self._cancel_seq = -1
         self._thread = threading.Thread(target=self._read, name="worker-stdin", daemon=True)
@@ -77,180 +483,50 @@ class Commands:
     def cancelled(self, seq: int) -> bool:
         return self._cancel_seq > seq
 
+    def cancel_before(self, seq: int) -> None:
+        self._cancel_seq = seq
+
     def _read(self) -> None:
         seq = 0
         for raw in self._stream:
             seq += 1
             try:
-                message = json.loads(raw)
-                cmd = message["cmd"]
-            except (ValueError, KeyError, TypeError):
-                self._channel.emit("error", message=f"bad request line: {raw[:200]!r}")
+                name, message = parse(raw)
+            except (ValueError, UnicodeDecodeError):
+                self.channel.emit("error", message=f"bad request line: {raw[:200]!r}")
                 continue
-            if cmd in JOBS:
-                self.jobs.put((seq, message))
-            elif cmd == "cancel":
-                self._cancel_seq = seq
-            elif cmd == "ping":
-                self._channel.emit("pong", id=message.get("id"))
-            elif cmd == "quit":
-                break
+            command = COMMANDS.get(name)
+            if command is None:
+                self.channel.emit("error", id=readable_id(message), message=f"unknown command {name!r}")
+            elif command.job:
+                self.jobs.put((seq, name, message))
             else:
-                self._channel.emit("error", id=message.get("id"), message=f"unknown command {cmd!r}")
+                try:
+                    checked = validate(command.schema, message)
+                except EngineError as exc:
+                    self.channel.emit("error", id=readable_id(message), message=f"{name}: {exc}")
+                    continue
+                if not command.handler(self, seq, checked):
+                    break
         # quit or end of input (the host went away): stop the running job and leave.
-        self._cancel_seq = seq + 1
+        self.cancel_before(seq + 1)
         self.jobs.put(None)
 
 
-def load_array(path: str, what: str) -> np.ndarray:
-    """Read an HxWx3/4 float image array written by the host."""
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise EngineError(f"cannot read the {what} pixels from {path}: {exc}") from None
-    if array.ndim != 3 or array.shape[2] not in (3, 4):
-        raise EngineError(f"the {what} pixels must be HxWx3 or HxWx4, got shape {array.shape}")
-    return array.astype(np.float32, copy=False)
-
-
-def save_array(path: str, array: np.ndarray) -> None:
-    """Write atomically, so the host never reads a half-written file."""
-    partial = f"{path}.partial.npy"
-    np.save(partial, np.ascontiguousarray(array, dtype=np.float32))
-    os.replace(partial, path)
-
-
-def stylize_linked(content, styles, options, temporal: dict, progress, cancel) -> np.ndarray:
-    """A frame tied to the previous stylized frame (the request's `temporal` field)."""
-    from .images import read_image  # torch loads with the first job, not at start-up
-    from .temporal import stylize_frame
-
-    settings = temporal_settings(temporal)
-    previous, motion = previous_frame(content, settings, temporal)
-    return stylize_frame(content, styles, options, settings, previous, motion, progress, cancel)
-
-
-def temporal_settings(temporal):
-    from .temporal import TemporalOptions
-
-    if not isinstance(temporal, dict):
-        raise EngineError("the temporal field must be an object")
-    return TemporalOptions.from_dict(temporal.get("options") or {})
-
-
-def previous_frame(content, settings, temporal: dict):
-    """(previous stylized frame, motion from it to `content`) from a `temporal` field; Nones when unknown."""
-    from .images import read_image
-    from .temporal import linked_motion
-
-    previous = read_image(temporal["previous_output"]) if temporal.get("previous_output") else None
-    if previous is None:
-        return None, None
-    before = temporal.get("previous_content")
-    return previous, linked_motion(
-        settings, content, temporal.get("vectors"),
-        load_array(before, "previous content") if before else None, temporal.get("previous_vectors"),
-    )
-
-
-def fast_train(request: dict, progress, cancel) -> str:
-    """Train (or reuse) a fast-mode model; the result is the model's path."""
-    from .fast import train  # torch loads with the first job
-    from .fast_options import FastOptions
-
-    missing = [key for key in ("frames", "style", "model_dir") if not request.get(key)]
-    if missing:
-        raise EngineError(f"fast_train request is missing {', '.join(missing)}")
-    frames = [load_array(path, "frame") if path.endswith(".npy") else path for path in request["frames"]]
-
-    def report(p) -> None:
-        stage = f"training step {p.iteration} of {p.total}" if p.stage == "training" else p.stage
-        progress(dataclasses.replace(p, stage=stage))
-
-    model = train(
-        frames, load_array(request["style"], "style"), StyleOptions.from_dict(request.get("options") or {}),
-        FastOptions.from_dict(request.get("fast") or {}), request["model_dir"], report, cancel,
-    )
-    return str(model)
-
-
-def fast_apply(request: dict, cancel) -> np.ndarray:
-    """One frame through a trained model, blended with the previous stylized frame when `temporal` says so."""
-    from .fast import apply
-    from .temporal import blend_previous
-
-    missing = [key for key in ("model", "content", "output") if not request.get(key)]
-    if missing:
-        raise EngineError(f"fast_apply request is missing {', '.join(missing)}")
-    content = load_array(request["content"], "content")
-    result = apply(request["model"], content, request.get("device") or "auto", request.get("size"))
-    temporal = request.get("temporal")
-    if temporal:
-        settings = temporal_settings(temporal)
-        previous, motion = previous_frame(content, settings, temporal)
-        if settings.enabled and motion is not None and not cancel():
-            result = blend_previous(result, previous, motion, settings.blend)
-    return result
-
-
-def emit_progress(channel: Channel, job_id, p) -> None:
-    channel.emit(
-        "progress", id=job_id, iteration=p.iteration, total=p.total,
-        losses={k: float(v) for k, v in p.losses.items()}, stage=p.stage, elapsed=round(p.elapsed, 3),
-    )
-
-
-def run_fast_job(request: dict, job_id, cancel, channel: Channel) -> None:
-    """A `fast_train` or `fast_apply` request, ending in `done` (errors propagate to `run_job`)."""
-    started = time.perf_counter()
-    if request["cmd"] == "fast_train":
-        output = fast_train(request, lambda p: emit_progress(channel, job_id, p), cancel)
-        channel.emit("done", id=job_id, output=output, elapsed=round(time.perf_counter() - started, 3))
-        return
-    result = fast_apply(request, cancel)
-    save_array(request["output"], result)
-    channel.emit("done", id=job_id, output=request["output"], shape=list(result.shape),
-                 elapsed=round(time.perf_counter() - started, 3))
-
-
-def run_job(seq: int, request: dict, commands: Commands, channel: Channel) -> None:
-    """Run one job request and report exactly one of done, error or cancelled."""
-    job_id = request.get("id")
+def run_job(seq: int, name: str, message: dict, commands: Commands) -> None:
+    """Check and run one job request; report exactly one of done, error or cancelled."""
+    channel, job_id = commands.channel, readable_id(message)
     if commands.cancelled(seq):
         channel.emit("cancelled", id=job_id)
         return
+    command = COMMANDS[name]
+    started = time.perf_counter()
     try:
-        if request["cmd"] != "stylize":
-            run_fast_job(request, job_id, lambda: commands.cancelled(seq), channel)
-            return
-        missing = [key for key in ("content", "styles", "output") if not request.get(key)]
-        if missing:
-            raise EngineError(f"stylize request is missing {', '.join(missing)}")
-        content = load_array(request["content"], "content")
-        styles = [load_array(path, "style") for path in request["styles"]]
-        options = StyleOptions.from_dict(request.get("options") or {})
-        preview_every = int(request.get("preview_every") or 0)
-        preview_path = request.get("preview")
-
-        def progress(p) -> None:
-            emit_progress(channel, job_id, p)
-            if preview_path and preview_every > 0 and p.iteration % preview_every == 0 and p.iteration < p.total:
-                image = p.image()
-                if image is not None:
-                    save_array(preview_path, image)
-                    channel.emit("preview", id=job_id, path=preview_path, iteration=p.iteration)
-
-        started = time.perf_counter()
-        cancel = lambda: commands.cancelled(seq)  # noqa: E731
-        if request.get("temporal"):
-            result = stylize_linked(content, styles, options, request["temporal"], progress, cancel)
-        else:
-            result = stylize(content, styles, options, progress=progress, cancel=cancel)
-        save_array(request["output"], result)
-        channel.emit(
-            "done", id=job_id, output=request["output"], shape=list(result.shape),
-            elapsed=round(time.perf_counter() - started, 3),
-        )
+        checked = validate(command.schema, message)
+        check_outputs(checked)
+        job = Job(checked["id"], checked, channel, lambda: commands.cancelled(seq))
+        result = command.handler(job)
+        channel.emit("done", id=job.id, **result, elapsed=round(time.perf_counter() - started, 3))
     except Cancelled:
         channel.emit("cancelled", id=job_id)
     except EngineError as exc:
@@ -266,7 +542,7 @@ def main() -> int:
     commands.start()
     channel.emit("ready", protocol=PROTOCOL_VERSION, pid=os.getpid())
     while (item := commands.jobs.get()) is not None:
-        run_job(*item, commands, channel)
+        run_job(*item, commands)
     return 0
 
 

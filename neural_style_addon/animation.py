@@ -10,6 +10,7 @@ previous frame's pixels for optical flow.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass
@@ -20,7 +21,11 @@ import bpy
 from . import image_bridge, motion
 from .errors import StyleError
 
-IMAGE_EXTENSIONS = (".png", ".exr", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".tga")
+# The image files of a frames folder, in one order everywhere: the same suffixes and natural name order
+# (frame_2 before frame_10) as engine/files.py.  A copy, not an import: Blender's process never imports the
+# `engine` package (it belongs to the worker's interpreter, and putting a top-level `engine` on Blender's
+# sys.path would be visible to every add-on); tests/test_addon_animation.py checks that the two agree.
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr", ".bmp", ".webp"})
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"IEND\xaeB`\x82"
 
@@ -51,17 +56,30 @@ def pending_frames(folder: str, frames: list[int]) -> list[int]:
     return [frame for frame in frames if not is_complete_png(frame_path(folder, frame))]
 
 
+def natural_key(name: str) -> list:
+    """Sort key comparing runs of digits as numbers: "frame_2" < "frame_10"."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def image_files(folder: str) -> list[str]:
+    """The image files of `folder` (hidden files skipped) in natural name order."""
+    names = [name for name in os.listdir(folder)
+             if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES and not name.startswith(".")]
+    paths = [os.path.join(folder, name) for name in sorted(names, key=natural_key)]
+    return [path for path in paths if os.path.isfile(path)]
+
+
 def sequence_files(folder: str) -> dict[int, str]:
-    """Image files in `folder` by the frame number at the end of their name (`0001.png`, `shot_12.exr`)."""
+    """Image files in `folder` by the frame number at the end of their name (`0001.png`, `shot_12.exr`);
+    of two files with the same number, the first in `image_files` order."""
     folder = bpy.path.abspath(folder)
     if not os.path.isdir(folder):
         raise StyleError(f"frames folder not found: {folder}")
     found = {}
-    for name in sorted(os.listdir(folder)):
-        stem, ext = os.path.splitext(name)
-        match = re.search(r"(\d+)$", stem)
-        if match and ext.lower() in IMAGE_EXTENSIONS:
-            found.setdefault(int(match.group(1)), os.path.join(folder, name))
+    for path in image_files(folder):
+        match = re.search(r"(\d+)$", os.path.splitext(os.path.basename(path))[0])
+        if match:
+            found.setdefault(int(match.group(1)), path)
     if not found:
         raise StyleError(f"no numbered image files in {folder}")
     return found
@@ -94,12 +112,25 @@ def render_reader(scene: bpy.types.Scene, workdir: str, motion_dir: str | None =
 
     def read(frame: int):
         scene.frame_set(frame)
-        bpy.ops.render.render(scene=scene.name)
+        with scene_only(scene):
+            bpy.ops.render.render(scene=scene.name)
         if motion_dir is not None:
             motion.save_motion_exr(scene, motion_path(motion_dir, frame))
         return image_bridge.read_render_result(scene, workdir)
 
     return read
+
+
+@contextlib.contextmanager
+def scene_only(scene: bpy.types.Scene):
+    """Render the 3D scene, not its Video Sequencer: Blender renders the strips instead whenever the
+    scene has any and *Sequencer* is on in the post-processing settings (restored afterwards)."""
+    keep = scene.render.use_sequencer
+    scene.render.use_sequencer = False
+    try:
+        yield
+    finally:
+        scene.render.use_sequencer = keep
 
 
 def sequence_reader(folder: str) -> FrameReader:
@@ -126,15 +157,57 @@ def frame_input(frame: int, read: FrameReader, out_dir: str, step: int = 1,
 
 
 def load_result(scene: bpy.types.Scene, out_dir: str, frames: list[int], add_strip: bool) -> bpy.types.Image:
-    """Open the written frames as an image sequence, and optionally as a Video Sequencer strip."""
-    first = frame_path(out_dir, frames[0])
+    """Open the written frames as an image sequence, and optionally as a Video Sequencer strip
+    (in the scene `stylized_scene` gives, never in `scene`); one image and one strip per folder, reused."""
+    image = sequence_image(scene, frame_path(out_dir, frames[0]))
+    if add_strip:
+        sequence_strip(stylized_scene(scene), out_dir, frames)
+    return image
+
+
+def _same_file(a: str, b: str) -> bool:
+    return os.path.normpath(bpy.path.abspath(a)) == os.path.normpath(bpy.path.abspath(b))
+
+
+def sequence_image(scene: bpy.types.Scene, first: str) -> bpy.types.Image:
+    """The image sequence starting at `first`: the one loaded by an earlier run (reloaded), or a new one."""
+    for image in bpy.data.images:
+        if image.source == "SEQUENCE" and _same_file(image.filepath, first):
+            image.reload()
+            return image
     image = bpy.data.images.load(first, check_existing=False)
     image.source = "SEQUENCE"
     image.name = f"{scene.name} stylized"
-    if add_strip:
-        editor = scene.sequence_editor or scene.sequence_editor_create()
-        channel = 1 + max((strip.channel for strip in editor.strips_all), default=0)
-        strip = editor.strips.new_image(image.name, first, channel, frames[0])
-        for frame in frames[1:]:
-            strip.elements.append(os.path.basename(frame_path(out_dir, frame)))
     return image
+
+
+def stylized_scene(scene: bpy.types.Scene) -> bpy.types.Scene:
+    """The scene "<scene> Stylized" that holds the result strips, made on first use.
+
+    The strips live there because Blender renders a scene's Video Sequencer
+    instead of its 3D view whenever the scene has strips: in `scene` they
+    would take over F12 and feed the stylized frames back into the next run.
+    Its frame range, resolution and frame rate follow `scene`, so rendering it
+    writes the stylized animation as a video or image sequence.
+    """
+    name = f"{scene.name} Stylized"
+    target = bpy.data.scenes.get(name) or bpy.data.scenes.new(name)
+    target.frame_start, target.frame_end = scene.frame_start, scene.frame_end
+    for key in ("resolution_x", "resolution_y", "resolution_percentage", "fps", "fps_base"):
+        setattr(target.render, key, getattr(scene.render, key))
+    return target
+
+
+def sequence_strip(scene: bpy.types.Scene, out_dir: str, frames: list[int]) -> bpy.types.Strip:
+    """The image strip of `out_dir`'s frames in `scene`, replacing the one an earlier run made."""
+    editor = scene.sequence_editor or scene.sequence_editor_create()
+    first = frame_path(out_dir, frames[0])
+    channel = 1 + max((strip.channel for strip in editor.strips_all), default=0)
+    for strip in list(editor.strips):
+        if strip.type == "IMAGE" and _same_file(strip.directory, out_dir):
+            channel = strip.channel
+            editor.strips.remove(strip)
+    strip = editor.strips.new_image(os.path.basename(os.path.normpath(out_dir)), first, channel, frames[0])
+    for frame in frames[1:]:
+        strip.elements.append(os.path.basename(frame_path(out_dir, frame)))
+    return strip

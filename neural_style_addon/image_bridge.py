@@ -116,10 +116,11 @@ def read_render_result(scene: bpy.types.Scene, workdir: str) -> np.ndarray:
     return load_image_file(path)
 
 
-def resize(array: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Bilinear resize (pixel-centre aligned); used to bring engine output back to the source size."""
+def resize(array: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize (pixel-centre aligned) to height x width, the engine's argument order
+    (`engine.images.resize`); brings engine output back to the source size."""
     src_h, src_w = array.shape[:2]
-    if (src_w, src_h) == (width, height):
+    if (src_h, src_w) == (height, width):
         return array
 
     def axis(src: int, dst: int):

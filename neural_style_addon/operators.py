@@ -11,17 +11,18 @@ import os
 import time
 
 import bpy
-from bpy.props import StringProperty
+from bpy.props import BoolProperty, CollectionProperty, StringProperty  # H7: Add Style's file browser
 
 from . import api, preferences, tasks
 from .errors import StyleError
+from .runner import Task
 
 # Seconds between modal timer ticks, and the longest a tick may spend on worker events.
 TICK = 0.1
 TICK_BUDGET = 0.05
 
 # The one task running in this Blender session (the panel shows it and offers Cancel).
-running: tasks.Task | None = None
+running: Task | None = None
 
 
 def _editor_image(context) -> bpy.types.Image | None:
@@ -47,7 +48,7 @@ class _TaskOperator:
     def poll(cls, context):
         return running is None and context.scene is not None
 
-    def start(self, context) -> tasks.Task | None:
+    def start(self, context) -> Task | None:
         """Check the settings and start the task; None (after reporting) when they are not usable."""
         global running
         settings = context.scene.neural_style
@@ -62,10 +63,10 @@ class _TaskOperator:
             return None
         return running
 
-    def done_message(self, task: tasks.Task) -> str:
+    def done_message(self, task: Task) -> str:
         raise NotImplementedError
 
-    def finish(self, context, task: tasks.Task) -> set[str]:
+    def finish(self, context, task: Task) -> set[str]:
         """Report the task's outcome the Blender way; returns the operator result."""
         global running
         running = None
@@ -82,8 +83,12 @@ class _TaskOperator:
         task = self.start(context)
         if task is None:
             return {"CANCELLED"}
-        while task.step():
-            pass
+        try:
+            while task.step():
+                pass
+        except BaseException:  # KeyboardInterrupt in a script: the worker's job ends with the operator
+            stop_running()
+            raise
         return self.finish(context, task)
 
     def invoke(self, context, event):
@@ -121,7 +126,7 @@ class _TaskOperator:
         context.workspace.status_text_set(None)
         return self.finish(context, task)
 
-    def show(self, context, task: tasks.Task) -> None:
+    def show(self, context, task: Task) -> None:
         context.window_manager.progress_update(int(task.status.fraction * 100))
         context.workspace.status_text_set(f"Neural Style: {task.status.text} (Esc to cancel)")
         if self._area is not None:
@@ -174,21 +179,36 @@ class IMAGE_OT_neural_style_cancel(bpy.types.Operator):
         return {"FINISHED"}
 
 
+# --- H7: Add Style (file browser) ---
 class IMAGE_OT_neural_style_style_add(bpy.types.Operator):
-    """Add a style image slot"""
+    """Add style images: a file browser picks one or more (from a script: `filepath`, or an empty slot)"""
 
     bl_idname = "image.neural_style_style_add"
     bl_label = "Add Style"
     bl_options = {"REGISTER", "UNDO"}
 
     filepath: StringProperty(subtype="FILE_PATH", options={"SKIP_SAVE"})
+    directory: StringProperty(subtype="DIR_PATH", options={"HIDDEN", "SKIP_SAVE"})
+    files: CollectionProperty(type=bpy.types.OperatorFileListElement, options={"HIDDEN", "SKIP_SAVE"})
+    # The file browser shows folders and images only, and offers "Relative Path" (to the .blend).
+    filter_image: BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})
+    filter_folder: BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})
+    relative_path: BoolProperty(name="Relative Path", default=True, description="Store the path relative to the .blend file")
+
+    def invoke(self, context, event):
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
 
     def execute(self, context):
         settings = context.scene.neural_style
-        item = settings.styles.add()
-        item.filepath = self.filepath
+        names = [file.name for file in self.files if file.name]
+        paths = [os.path.join(self.directory, name) for name in names] if names and self.directory else [self.filepath]
+        for path in paths:
+            item = settings.styles.add()
+            item.filepath = bpy.path.relpath(path) if path and self.relative_path and bpy.data.filepath else path
         settings.active_style = len(settings.styles) - 1
         return {"FINISHED"}
+# --- end H7 ---
 
 
 class IMAGE_OT_neural_style_style_remove(bpy.types.Operator):
@@ -209,38 +229,96 @@ class IMAGE_OT_neural_style_style_remove(bpy.types.Operator):
         return {"FINISHED"}
 
 
+# --- H7: Install Dependencies (the logic is dependencies.Install; preferences supplies Blender's side) ---
 class NEURAL_STYLE_OT_install_dependencies(bpy.types.Operator):
-    """Install the style engine's Python packages (PyTorch and friends) into the add-on's user folder"""
+    """Download the style engine's packages from PyPI (the tested versions) into the add-on's user folder, then check them"""
 
     bl_idname = "neural_style.install_dependencies"
     bl_label = "Install Dependencies"
 
+    @classmethod
+    def poll(cls, context):
+        return preferences.installing is None or preferences.installing.finished
+
     def execute(self, context):
-        code = preferences.start_install().wait()
-        return self._report(code)
+        """Background mode and scripts: install and check to the end (pip's output goes to stdout)."""
+        try:
+            modules = preferences.install_dependencies(context).wait()
+        except StyleError as exc:
+            return self._failed(exc)
+        return self._done(modules)
 
     def invoke(self, context, event):
         if bpy.app.background:
             return self.execute(context)
-        self._process = preferences.start_install()
-        self._timer = context.window_manager.event_timer_add(0.5, window=context.window)
-        context.window_manager.modal_handler_add(self)
-        context.workspace.status_text_set("Neural Style: installing dependencies (see the system console)")
+        try:
+            self._install = preferences.install_dependencies(context)
+        except StyleError as exc:
+            return self._failed(exc)
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(0.25, window=context.window)
+        wm.modal_handler_add(self)
+        wm.progress_begin(0, 100)
         return {"RUNNING_MODAL"}
 
     def modal(self, context, event):
-        if event.type != "TIMER" or self._process.poll() is None:
+        install = self._install
+        if event.type == "ESC" and event.value == "PRESS":
+            install.cancel()
+            return {"RUNNING_MODAL"}
+        if event.type != "TIMER":
             return {"PASS_THROUGH"}
-        context.window_manager.event_timer_remove(self._timer)
-        context.workspace.status_text_set(None)
-        return self._report(self._process.returncode)
+        wm = context.window_manager
+        wm.progress_update(int(install.status.fraction * 100))
+        self._status(context, f"Neural Style: {install.status.text} (Esc to cancel)")
+        for window in wm.windows:
+            for area in window.screen.areas:
+                if area.type == "PREFERENCES":
+                    area.tag_redraw()
+        if not install.finished:
+            return {"RUNNING_MODAL"}
+        wm.event_timer_remove(self._timer)
+        wm.progress_end()
+        self._status(context, None)
+        try:
+            modules = install.wait()
+        except StyleError as exc:
+            return self._failed(exc)
+        return self._done(modules)
 
-    def _report(self, code: int) -> set[str]:
-        if code != 0:
-            self.report({"ERROR"}, f"Neural Style: installing dependencies failed (pip exit code {code}); see the console")
-            return {"CANCELLED"}
-        self.report({"INFO"}, f"Neural Style: dependencies installed into {preferences.site_packages()}")
+    def cancel(self, context):
+        """Blender is closing the operator (quit, file load): stop pip."""
+        self._install.cancel()
+
+    @staticmethod
+    def _status(context, text) -> None:
+        if context.workspace is not None:
+            context.workspace.status_text_set(text)
+
+    def _failed(self, exc: StyleError) -> set[str]:
+        self.report({"ERROR"}, f"Neural Style: Install Dependencies: {exc}")
+        return {"CANCELLED"}
+
+    def _done(self, modules: dict) -> set[str]:
+        self.report({"INFO"}, f"Neural Style: {len(modules)} packages installed into {preferences.site_packages()} "
+                              "and checked")
         return {"FINISHED"}
+
+
+class NEURAL_STYLE_OT_install_dependencies_cancel(bpy.types.Operator):
+    """Stop Install Dependencies (pip is stopped before it replaces the installed packages)"""
+
+    bl_idname = "neural_style.install_dependencies_cancel"
+    bl_label = "Cancel"
+
+    @classmethod
+    def poll(cls, context):
+        return preferences.installing is not None and not preferences.installing.finished
+
+    def execute(self, context):
+        preferences.installing.cancel()
+        return {"FINISHED"}
+# --- end H7 ---
 
 
 classes = (
@@ -250,11 +328,13 @@ classes = (
     IMAGE_OT_neural_style_style_add,
     IMAGE_OT_neural_style_style_remove,
     NEURAL_STYLE_OT_install_dependencies,
+    NEURAL_STYLE_OT_install_dependencies_cancel,  # H7
 )
 
 
-def stop_running() -> None:
-    """Unregister: end the running task (its cleanup removes half-made results)."""
+def stop_running(*_args) -> None:
+    """Unregister, a new file loading, Blender quitting: end the running task (its cleanup removes
+    half-made results and stops the worker's job).  Takes (and ignores) a handler's arguments."""
     global running
     if running is not None:
         running.close()

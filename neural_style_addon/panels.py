@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import operators
+from . import api, operators, timings
 
 
 class NEURAL_STYLE_UL_styles(bpy.types.UIList):
@@ -12,13 +12,44 @@ class NEURAL_STYLE_UL_styles(bpy.types.UIList):
         row = layout.row(align=True)
         row.prop(item, "kind", text="")
         row.prop(item, "image" if item.kind == "IMAGE" else "filepath", text="")
-        row.prop(item, "weight", text="")
+        row.prop(item, "weight", text="Weight")
 
 
 class _StylePanel:
     bl_space_type = "IMAGE_EDITOR"
     bl_region_type = "UI"
     bl_category = "Style"
+
+
+def source_size(context, settings) -> tuple[int, int]:
+    """The size of what will be stylized: the chosen image's, else the scene's render size."""
+    image = settings.source_image if settings.source == "IMAGE" else None
+    if image is None and settings.source == "IMAGE":
+        image = operators._editor_image(context)  # the image the Image Editor shows
+    if image is not None and image.size[0] and image.size[1]:
+        return image.size[0], image.size[1]
+    render = context.scene.render
+    return (round(render.resolution_x * render.resolution_percentage / 100),
+            round(render.resolution_y * render.resolution_percentage / 100))
+
+
+def draw_cost(layout, context, settings, frames: int = 1) -> None:
+    """What a run costs before it starts: iterations x size (x frames), and the time this machine needs for
+    that once a run has measured it (see `timings`)."""
+    width, height = timings.processing_size(*source_size(context, settings), settings.size)
+    options = api.engine_options(settings, [], context)
+    per_iteration = timings.seconds_per_iteration(options, width * height)
+    runs = f"{frames} frames x " if frames > 1 else ""
+    column = layout.column(align=True)
+    column.label(text=f"Cost: {runs}{settings.iterations} iterations at {width}x{height} px", icon="TIME")
+    if per_iteration is None:
+        column.label(text="Time: known after the first run on this device")
+    else:
+        column.label(text=f"Time: {timings.describe(per_iteration * settings.iterations * frames)} on this machine")
+
+
+def scene_frames(scene) -> range:
+    return range(scene.frame_start, scene.frame_end + 1, scene.frame_step)
 
 
 class IMAGE_PT_neural_style(_StylePanel, bpy.types.Panel):
@@ -53,6 +84,7 @@ class IMAGE_PT_neural_style(_StylePanel, bpy.types.Panel):
 
         task = operators.running
         if task is None:
+            draw_cost(layout, context, settings)
             layout.operator("image.neural_style_apply", icon="BRUSHES_ALL")
         else:
             layout.label(text=task.status.text, icon="TIME")
@@ -82,20 +114,33 @@ class IMAGE_PT_neural_style_animation(_StylePanel, bpy.types.Panel):
         layout.use_property_split = True
         scene = context.scene
         settings = scene.neural_style
-        layout.label(text=f"Frames {scene.frame_start}-{scene.frame_end}, from "
+        frames = scene_frames(scene)
+        step = f", every {scene.frame_step}" if scene.frame_step > 1 else ""
+        layout.label(text=f"{len(frames)} frames ({scene.frame_start}-{scene.frame_end}{step}) from "
                           f"{'the frames folder' if settings.source == 'SEQUENCE' else 'renders'}")
         layout.prop(settings, "animation_dir")
+        layout.prop(settings, "existing_frames", expand=True)
         layout.prop(settings, "load_sequence")
         layout.prop(settings, "add_strip")
         layout.prop(settings, "animation_mode")
+        fast = settings.animation_mode == "FAST"
         row = layout.row()
-        row.active = settings.animation_mode == "FAST"
+        row.active = fast
         row.prop(settings, "fast_steps")
         layout.prop(settings, "temporal")
         column = layout.column()
         column.active = settings.temporal
-        column.prop(settings, "temporal_weight")
-        column.prop(settings, "temporal_blend", slider=True)
+        if fast:
+            # A trained network does not optimise, so the temporal weight has nothing to act on:
+            # in Fast mode frames are tied together only by blending in the previous one.
+            column.prop(settings, "temporal_blend", slider=True)
+            if settings.temporal and settings.temporal_blend == 0:
+                column.label(text="Fast mode links frames only by Blend: raise it above 0", icon="INFO")
+        else:
+            column.prop(settings, "temporal_weight")
+            column.prop(settings, "temporal_blend", slider=True)
+        if operators.running is None and not fast:
+            draw_cost(layout, context, settings, len(frames))
         layout.operator("image.neural_style_animation", icon="RENDER_ANIMATION")
 
 

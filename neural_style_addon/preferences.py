@@ -1,21 +1,23 @@
 """Add-on preferences (per user, not per file) and where the add-on keeps its files.
 
 The worker's interpreter, its default device and the weights cache are
-machine facts, so they live here rather than in the scene.
+machine facts, so they live here rather than in the scene.  Installing the
+engine's packages is `dependencies`; this module only supplies Blender's side
+(the paths, the interpreter, online access) and draws the state it reports.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
 
 import bpy
 from bpy.props import EnumProperty, StringProperty
 
+from . import dependencies, worker_client
 from .properties import DEVICE_ITEMS
-from .worker_client import WorkerConfig, choose_python, imports_torch
+from .worker_client import WorkerConfig, WorkerError, choose_python, imports_torch
 
 # The add-on's id in Blender: `bl_ext.<repo>.neural_style` when installed as an
 # extension (this package is one level below), `neural_style_addon` when imported directly.
@@ -23,8 +25,13 @@ ADDON_ID = __package__.removesuffix(".neural_style_addon")
 # The folder that holds `engine/` and this package: the extension's root.
 EXTENSION_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# What the worker imports; installed into the user directory by "Install Dependencies".
-ENGINE_REQUIREMENTS = ("torch>=2.4", "numpy>=1.26,<2", "pillow>=10", "imageio>=2.31", "onnx>=1.16", "ml-dtypes<0.6")
+# What the worker needs, from the engine's one list, and the versions the project is tested with
+# (both ship in the extension, inside engine/); "Install Dependencies" installs them into the user folder.
+REQUIREMENTS = os.path.join(EXTENSION_ROOT, "engine", "requirements.txt")
+CONSTRAINTS = os.path.join(EXTENSION_ROOT, "engine", "constraints.txt")
+
+# The install started from the preferences (the panel shows its progress and offers Cancel).
+installing: dependencies.Install | None = None
 
 
 def user_dir() -> str:
@@ -46,13 +53,29 @@ def preferences(context=None) -> "NeuralStylePreferences | None":
     return addon.preferences if addon else None
 
 
+def _config(python: str, context=None) -> WorkerConfig:
+    prefs = preferences(context)
+    cache = bpy.path.abspath(prefs.cache_dir) if prefs and prefs.cache_dir else ""
+    return WorkerConfig(python, (EXTENSION_ROOT, site_packages()), offline=not bpy.app.online_access, cache_dir=cache)
+
+
+def configured_python(context=None) -> str:
+    """The Worker Python set in the preferences (absolute), or "" for Blender's own."""
+    prefs = preferences(context)
+    return bpy.path.abspath(prefs.python_path) if prefs and prefs.python_path else ""
+
+
 def worker_config(context=None) -> WorkerConfig:
     """How to start the worker, from the preferences and Blender's online-access setting."""
-    prefs = preferences(context)
-    paths = (EXTENSION_ROOT, site_packages())
-    configured = bpy.path.abspath(prefs.python_path) if prefs and prefs.python_path else ""
-    cache = bpy.path.abspath(prefs.cache_dir) if prefs and prefs.cache_dir else ""
-    return WorkerConfig(choose_python(configured, paths), paths, offline=not bpy.app.online_access, cache_dir=cache)
+    return _config(choose_python(configured_python(context), (EXTENSION_ROOT, site_packages())), context)
+
+
+def install_config(context=None) -> WorkerConfig:
+    """The worker's set-up without asking whether it has torch: the Python Install Dependencies serves."""
+    python = configured_python(context)
+    if python and not os.path.isfile(python):
+        raise WorkerError(f"the worker Python set in the add-on preferences does not exist: {python}")
+    return _config(python or sys.executable, context)
 
 
 def default_device(context=None) -> str:
@@ -61,16 +84,36 @@ def default_device(context=None) -> str:
 
 
 def install_command() -> list[str]:
-    """pip into the user directory, so Blender's own Python stays untouched."""
-    return [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--upgrade",
-            "--target", site_packages(), *ENGINE_REQUIREMENTS]
+    """pip into the user directory with the worker's Python, so Blender's own stays untouched."""
+    return dependencies.install_command(install_config().python, site_packages(), REQUIREMENTS, CONSTRAINTS)
 
 
-def start_install() -> subprocess.Popen:
-    """Start installing the engine's dependencies; pip's output goes to Blender's console."""
-    subprocess.run([sys.executable, "-m", "ensurepip", "--upgrade"], capture_output=True)
+def install_dependencies(context=None) -> dependencies.Install:
+    """Start Install Dependencies (pip on a thread, then the worker's import check).
+
+    Poll the result's `status`/`finished`, or call `.wait()`, which raises
+    StyleError with what failed.  Refused at once when online access is off.
+    """
+    global installing
+    if installing is not None and not installing.finished:
+        raise dependencies.DependencyError("Install Dependencies is already running")
+    config = install_config(context)
+    worker_client.shutdown()  # it may use the packages about to be replaced
+    installing = dependencies.Install(config, site_packages(), REQUIREMENTS, CONSTRAINTS, bpy.app.online_access)
+    dependencies.forget_probes()
     imports_torch.cache_clear()
-    return subprocess.Popen(install_command())
+    return installing
+
+
+def _redraw_when_probed():
+    """Timer: redraw the Preferences window once the background probe has an answer."""
+    if dependencies.probing() or (installing is not None and not installing.finished):
+        return 0.5
+    for window in bpy.context.window_manager.windows:
+        for area in window.screen.areas:
+            if area.type == "PREFERENCES":
+                area.tag_redraw()
+    return None
 
 
 class NeuralStylePreferences(bpy.types.AddonPreferences):
@@ -91,18 +134,28 @@ class NeuralStylePreferences(bpy.types.AddonPreferences):
     )
 
     def draw(self, context) -> None:
+        """Only reads state: the probe of the worker's Python runs on a thread (see `dependencies.probe`)."""
         layout = self.layout
         layout.prop(self, "python_path")
-        if not self.python_path:
-            has_torch = imports_torch(sys.executable, (EXTENSION_ROOT, site_packages()))
-            layout.label(
-                text="Using Blender's Python" if has_torch else "Blender's Python has no torch: install or set one",
-                icon="CHECKMARK" if has_torch else "ERROR",
-            )
+        try:
+            state = dependencies.probe(install_config(context))
+        except WorkerError as exc:
+            state = dependencies.Probe(False, str(exc))
+        if state.ok is None and not bpy.app.timers.is_registered(_redraw_when_probed):
+            bpy.app.timers.register(_redraw_when_probed, first_interval=0.5)
+        if state.ok and not self.python_path:
+            layout.label(text="Using Blender's Python", icon="CHECKMARK")
+        layout.label(text=state.text, icon={None: "TIME", True: "CHECKMARK", False: "ERROR"}[state.ok])
         layout.prop(self, "device")
         layout.prop(self, "cache_dir")
         row = layout.row()
-        row.operator("neural_style.install_dependencies", icon="IMPORT")
-        row.label(text=f"into {site_packages()}")
+        if installing is not None and not installing.finished:
+            row.label(text=f"Installing: {installing.status.text}", icon="TIME")
+            row.operator("neural_style.install_dependencies_cancel", icon="CANCEL")
+        else:
+            row.operator("neural_style.install_dependencies", icon="IMPORT")
+            row.label(text=f"into {site_packages()}")
+            if installing is not None and installing.error:
+                layout.label(text=f"Last install failed: {installing.error}", icon="ERROR")
         if not bpy.app.online_access:
-            layout.label(text="Online access is off: weights are not downloaded", icon="INFO")
+            layout.label(text="Online access is off: no package installs or weight downloads", icon="INFO")

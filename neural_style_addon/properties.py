@@ -56,12 +56,6 @@ class NeuralStyleStyleItem(bpy.types.PropertyGroup):
     image: PointerProperty(name="Style Image", type=bpy.types.Image)
     weight: FloatProperty(name="Weight", description="Share of this style in the blend", default=1.0, min=0.0, soft_max=1.0)
 
-    @property
-    def label(self) -> str:
-        if self.kind == "IMAGE":
-            return self.image.name if self.image else ""
-        return bpy.path.display_name_from_filepath(self.filepath) if self.filepath else ""
-
 
 class NeuralStyleSettings(bpy.types.PropertyGroup):
     source: EnumProperty(
@@ -143,7 +137,19 @@ class NeuralStyleSettings(bpy.types.PropertyGroup):
 
     animation_dir: StringProperty(name="Frames Output", subtype="DIR_PATH", default="//stylized/", options=PATH_OPTIONS)
     load_sequence: BoolProperty(name="Load as Image Sequence", default=True)
-    add_strip: BoolProperty(name="Add Sequencer Strip", default=False)
+    add_strip: BoolProperty(
+        name="Add Sequencer Strip", default=False,
+        description="Show the frames as an image strip in the scene '<Scene> Stylized' (this scene keeps rendering its 3D view)",
+    )
+    # --- H8 (issue 10 point 3): what a rerun does with frames already in the output folder ---
+    existing_frames: EnumProperty(
+        name="Existing Frames", default="RESUME",
+        items=(
+            ("RESUME", "Resume", "Keep frames this add-on made with the same styles and settings; stylize the others"),
+            ("OVERWRITE", "Overwrite", "Stylize every frame again"),
+        ),
+    )
+    # --- end H8 ---
     animation_mode: EnumProperty(
         name="Mode", default="OPTIMIZE",
         items=(

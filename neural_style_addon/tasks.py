@@ -1,145 +1,26 @@
-"""Long jobs as generators of `Status`, driven by the modal operator or by a plain loop.
+"""The steps of the add-on's jobs: generators that a `runner.Task` drives.
 
-A task is written once, top to bottom, and yields whenever it waits for the
-worker.  Interactive Blender advances it from a window-manager timer (so the
-UI stays live); background mode and the Python API run it to the end with
-`Task.run()`.  All Blender data changes happen here, on the main thread, and
-only once the result exists: a failure or cancel removes what the task made
-and leaves the user's images, renders and materials as they were.
+Each is written once, top to bottom, and yields a `Status` (or None) whenever
+it waits for the worker (see `runner`).  All Blender data changes happen
+here, on the main thread, and only once the result exists: a failure or cancel
+removes what the task made and leaves the user's images, renders and materials
+as they were.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-import time
-import traceback
 import uuid
-from dataclasses import dataclass, field
-from typing import Callable, Generator
+from typing import Callable
 
 import bpy
 import numpy as np
 
-from . import animation, image_bridge, materials, motion
+from . import animation, folder_record, image_bridge, materials, motion, timings
 from .errors import StyleError
-from .worker_client import WorkerClient, WorkerError
-
-# Seconds a blocking run waits for each worker event; the modal path never waits.
-SYNC_WAIT = 0.25
-# Seconds the worker gets to honour a cancel (it checks once an iteration) before it is killed,
-# e.g. while it is still loading a network or downloading weights.
-CANCEL_GRACE = 10.0
-
-
-class TaskCancelled(StyleError):
-    def __init__(self):
-        super().__init__("cancelled")
-
-
-@dataclass
-class Status:
-    text: str
-    fraction: float = 0.0
-
-
-@dataclass
-class Style:
-    name: str
-    pixels: np.ndarray
-    weight: float = 1.0
-
-
-@dataclass
-class Job:
-    """Everything one run needs, gathered and checked before any work starts (see `api.build_job`)."""
-
-    styles: list[Style]
-    options: dict
-    source: str = "RENDER"  # RENDER, IMAGE or SEQUENCE
-    image: bpy.types.Image | None = None
-    sequence_dir: str = ""
-    target: str = "IMAGE"  # IMAGE, FILE or TEXTURE
-    filepath: str = ""
-    obj: bpy.types.Object | None = None
-    preview_every: int = 10
-    # Animation only.
-    out_dir: str = ""
-    frames: list[int] = field(default_factory=list)
-    load_sequence: bool = False
-    add_strip: bool = False
-    frame_options: Callable[[animation.FrameInput], dict] | None = None
-    # engine.temporal.TemporalOptions fields (as JSON); None or enabled False: frames are independent.
-    temporal: dict | None = None
-    animation_mode: str = "OPTIMIZE"  # OPTIMIZE or FAST (train once, apply per frame)
-    fast: dict | None = None  # engine.fast_options.FastOptions fields (as JSON)
-
-
-class Task:
-    """A running generator plus what the UI shows about it."""
-
-    def __init__(self, client: WorkerClient, make_steps: Callable[["Task"], Generator]):
-        self.client = client
-        self.wait = SYNC_WAIT
-        self.status = Status("starting")
-        self.result = None
-        self.error: str | None = None
-        self.cancelled = False
-        self.cancel_requested = False
-        self.cancel_time = 0.0
-        self.finished = False
-        self.idle = False  # the last step found nothing to do (waiting for the worker)
-        self.image: bpy.types.Image | None = None  # what the Image Editor should show
-        self._steps = make_steps(self)
-
-    def step(self) -> bool:
-        """Advance until the task next waits; False once it has finished (see result/error/cancelled)."""
-        if self.finished:
-            return False
-        try:
-            status = next(self._steps)
-            self.idle = status is None
-            if status is not None:
-                self.status = status
-            return True
-        except StopIteration as stop:
-            self.result = stop.value
-        except TaskCancelled:
-            self.cancelled = True
-        except StyleError as exc:
-            self.error = str(exc)
-        except Exception as exc:  # noqa: BLE001 - a bug must not kill a modal operator; cleanup already ran
-            traceback.print_exc()
-            self.error = f"internal error in the Neural Style add-on: {type(exc).__name__}: {exc}"
-        self.finished = True
-        return False
-
-    def run(self):
-        """Run to the end in this thread (background mode, scripts); raise on error or cancel."""
-        while self.step():
-            pass
-        if self.cancelled:
-            raise TaskCancelled()
-        if self.error:
-            raise StyleError(self.error)
-        return self.result
-
-    def cancel(self) -> None:
-        """Stop the running request, and any the task would still send."""
-        self.cancel_requested = True
-        self.cancel_time = time.monotonic()
-        if not self.finished:
-            try:
-                self.client.cancel()
-            except WorkerError:
-                pass  # the worker is gone; its exit event ends the task
-
-    def close(self) -> None:
-        """Stop the generator early (its cleanup runs) and make sure the worker stops working for it."""
-        if not self.finished:
-            self.cancel()
-            self._steps.close()
-            self.finished = self.cancelled = True
+from .job import Job, Status, Style
+from .runner import Task, follow, send_job
 
 
 def run_on_worker(task: Task, content: str, styles: list[str], options: dict, workdir: str,
@@ -158,39 +39,8 @@ def run_on_worker(task: Task, content: str, styles: list[str], options: dict, wo
         **({"temporal": temporal} if temporal else {}),
     })
     event = yield from follow(task, job_id, label, share, on_preview)
+    timings.record(options, event)  # H7: this machine's speed, for the panel's cost estimate
     return np.load(event["output"])
-
-
-def follow(task: Task, job_id: str, label: str = "", share: tuple[float, float] = (0.0, 1.0),
-           on_preview: Callable[[np.ndarray], None] | None = None):
-    """Follow a sent request to its end; returns its `done` event."""
-    start, width = share
-    while True:
-        event = task.client.next_event(task.wait)
-        if event is None:
-            if task.cancel_requested and time.monotonic() - task.cancel_time > CANCEL_GRACE:
-                task.client.kill()  # the next job starts a fresh worker
-                raise TaskCancelled()
-            yield None
-            continue
-        kind = event.get("event")
-        if event.get("id") not in (job_id, None) or kind in ("pong", "ready"):
-            continue  # left over from an earlier, cancelled job
-        if kind == "progress":
-            fraction = event["iteration"] / max(event["total"], 1)
-            losses = event.get("losses", {})
-            loss = f", loss {losses['total']:.4g}" if "total" in losses else ""
-            stage = event.get("stage", "")
-            text = stage if stage.startswith("training step") else f"iteration {event['iteration']}/{event['total']}"
-            yield Status(f"{label}{text}{loss}", start + width * fraction)
-        elif kind == "preview" and on_preview:
-            on_preview(np.load(event["path"]))
-        elif kind == "done":
-            return event
-        elif kind == "cancelled":
-            raise TaskCancelled()
-        elif kind in ("error", "exit"):
-            raise StyleError(task.client.error_message(event))
 
 
 def sized_options(options: dict, content: np.ndarray) -> dict:
@@ -204,7 +54,7 @@ def fit_to_source(result: np.ndarray, source: np.ndarray) -> np.ndarray:
     """The engine's output at the source's size, with the source's exact alpha."""
     height, width = source.shape[:2]
     rgba = np.empty_like(source)
-    rgba[..., :3] = image_bridge.resize(result[..., :3], width, height)
+    rgba[..., :3] = image_bridge.resize(result[..., :3], height, width)
     rgba[..., 3] = source[..., 3]
     return rgba
 
@@ -222,9 +72,14 @@ def style_label(styles: list[Style]) -> str:
     return ", ".join(style.name for style in styles)
 
 
+def from_render(job: Job) -> bool:
+    """Whether the job's source is the scene's Render Result (a camera view of the scene)."""
+    return job.source == "RENDER" or (job.image is not None and job.image.type == "RENDER_RESULT")
+
+
 def read_source(job: Job, workdir: str) -> tuple[str, np.ndarray]:
     """(name, pixels) of the image to stylize."""
-    if job.source == "RENDER" or (job.image is not None and job.image.type == "RENDER_RESULT"):
+    if from_render(job):
         return "Render", image_bridge.read_render_result(bpy.context.scene, workdir)
     if job.source == "IMAGE":
         if job.image is None:
@@ -242,12 +97,16 @@ def deliver(job: Job, image: bpy.types.Image) -> None:
     if job.target == "FILE":
         image.filepath_raw = bpy.path.abspath(job.filepath)
         image.file_format = "PNG"
-        image.save()
+        try:
+            image.save()
+        except RuntimeError as exc:  # checked before the work started (api.check_job), but disks fill up
+            raise StyleError(f"could not write {image.filepath_raw}: {str(exc).strip()}") from None
         return
     # Packed, so the result survives saving and reopening the .blend without a separate file.
     image.pack()
     if job.target == "TEXTURE":
-        materials.assign_texture(job.obj, image)
+        # A render is put back where the camera saw it; another image uses the object's UVs.
+        materials.assign_texture(job.obj, image, bpy.context.scene if from_render(job) else None)
     else:
         image.use_fake_user = True
 
@@ -296,15 +155,6 @@ def temporal_request(job: Job, frame_input: animation.FrameInput, workdir: str) 
     }
 
 
-def send_job(task: Task, request: dict) -> str:
-    """Send a job request (adding its id) unless the task was cancelled; returns the id."""
-    if task.cancel_requested:
-        raise TaskCancelled()
-    job_id = uuid.uuid4().hex
-    task.client.send({**request, "id": job_id})
-    return job_id
-
-
 def train_fast(task: Task, job: Job, frames: list[int], read: animation.FrameReader, style_paths: list[str],
                workdir: str):
     """Read the frames to stylize (training sees them all first) and train, or reuse, the fast-mode model
@@ -313,7 +163,8 @@ def train_fast(task: Task, job: Job, frames: list[int], read: animation.FrameRea
         raise StyleError("Fast (trained) mode trains on one style image; remove the others or use Optimize")
     cached = {}
     for index, frame in enumerate(frames, start=1):
-        yield Status(f"Frame {index} of {len(frames)}: reading for training")
+        label = f"Frame {index} of {len(frames)}: "
+        yield Status(f"{label}reading for training", 0.0, label)
         cached[frame] = os.path.join(workdir, f"frame-{frame}.npy")
         np.save(cached[frame], read(frame))
     model_dir = os.path.join(job.out_dir, ".fast")
@@ -338,12 +189,44 @@ def apply_fast(task: Task, model: str, content: str, options: dict, workdir: str
     return np.load(event["output"])
 
 
+def frame_fingerprints(job: Job, scene: bpy.types.Scene) -> dict[int, str]:
+    """frame -> a fingerprint of everything that decides how the frame is stylized (see `folder_record`)."""
+    settings = folder_record.fingerprint(
+        [(folder_record.fingerprint(style.pixels), style.weight) for style in job.styles],
+        {key: value for key, value in job.options.items() if key != "device"},  # same looks on any device
+        job.temporal if job.temporal and job.temporal.get("enabled", True) else None,
+        job.animation_mode, job.fast if job.animation_mode == "FAST" else None,
+    )
+    if job.source == "SEQUENCE":
+        files = animation.sequence_files(job.sequence_dir)
+        sources = {frame: [files.get(frame)] + ([os.path.getsize(files[frame]), os.path.getmtime(files[frame])]
+                                                if frame in files else []) for frame in job.frames}
+    else:
+        render = scene.render
+        camera = [scene.name, scene.camera.name if scene.camera else None, render.resolution_x,
+                  render.resolution_y, render.resolution_percentage, scene.frame_step]
+        sources = {frame: camera for frame in job.frames}
+    return {frame: folder_record.fingerprint(settings, job.source, sources[frame]) for frame in job.frames}
+
+
+def frames_to_do(job: Job, fingerprints: dict[int, str]) -> list[int]:
+    """The frames to stylize: all of them to overwrite, else those not made with these settings (resume)."""
+    if job.existing_frames == "OVERWRITE":
+        return list(job.frames)
+    made = folder_record.load(job.out_dir)
+    pending = set(animation.pending_frames(job.out_dir, job.frames))  # missing or damaged files
+    return [frame for frame in job.frames if frame in pending or made.get(frame) != fingerprints[frame]]
+
+
 def stylize_animation_steps(task: Task, job: Job):
-    """Stylize each frame into `frame_####.png`, skipping frames already written; returns the written paths."""
+    """Stylize each frame into `frame_####.png`, keeping frames already made with the same settings
+    (unless the job overwrites them); returns the paths of all the range's frames."""
     os.makedirs(job.out_dir, exist_ok=True)
-    todo = animation.pending_frames(job.out_dir, job.frames)
-    total, skipped = len(job.frames), len(job.frames) - len(todo)
     scene = bpy.context.scene
+    fingerprints = frame_fingerprints(job, scene)
+    todo = frames_to_do(job, fingerprints)
+    made = folder_record.load(job.out_dir)  # each frame's entry changes once its new file is in place
+    total, skipped = len(job.frames), len(job.frames) - len(todo)
     playhead = scene.frame_current  # rendering moves it; put it back afterwards
     from_folder = job.source == "SEQUENCE"
     with_vectors = bool(job.temporal and job.temporal.get("enabled", True)) and not from_folder
@@ -365,7 +248,7 @@ def stylize_animation_steps(task: Task, job: Job):
             kept = {}  # frame -> pixels of the frame just done, for the next frame's optical flow
             for position, frame in enumerate(todo, start=skipped):
                 label = f"Frame {position + 1} of {total}: "
-                yield Status(f"{label}{'reading' if from_folder else 'rendering'}", position / total)
+                yield Status(f"{label}{'reading' if from_folder else 'rendering'}", position / total, label)
                 frame_input = animation.frame_input(
                     frame, read, job.out_dir, scene.frame_step, kept.get(frame - scene.frame_step), saved is not None)
                 np.save(content_path, frame_input.content)
@@ -380,6 +263,8 @@ def stylize_animation_steps(task: Task, job: Job):
                     result = yield from run_on_worker(
                         task, content_path, style_paths, options, workdir, label=label, share=share, temporal=temporal)
                 image_bridge.save_png(fit_to_source(result, frame_input.content), animation.frame_path(job.out_dir, frame))
+                made[frame] = fingerprints[frame]
+                folder_record.save(job.out_dir, made)
                 kept = {frame: frame_input.content}
     finally:
         if saved is not None:

@@ -17,7 +17,7 @@ fi
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt torch
-.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -c engine/constraints.txt torch
+.venv/bin/python -m pip install -q --disable-pip-version-check -c engine/constraints.txt -e ".[test]"
 .venv/bin/python -m pip check
 .venv/bin/neural-style fetch-weights

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import addon_support as support
@@ -10,7 +11,7 @@ from addon_support import style  # noqa: F401 - fixture
 import numpy as np
 import pytest
 
-from neural_style_addon import animation, api, image_bridge
+from neural_style_addon import animation, api, folder_record, image_bridge
 from neural_style_addon.worker_client import WorkerClient
 
 
@@ -38,14 +39,15 @@ def test_three_rendered_frames_are_written_and_a_second_run_skips_them(three_fra
     assert bpy.ops.image.neural_style_animation() == {"FINISHED"}
 
     files = sorted(os.listdir(out))
-    assert files == [".motion", "frame_0001.png", "frame_0002.png", "frame_0003.png"]  # .motion: temporal coherence
+    assert files == [".motion", ".neural_style.json", "frame_0001.png", "frame_0002.png", "frame_0003.png"]  # .motion: temporal coherence
     assert three_frames.frame_current == 2  # rendering moved the playhead and put it back
     first = image_bridge.load_image_file(str(out / "frame_0001.png"))
     last = image_bridge.load_image_file(str(out / "frame_0003.png"))
     assert first.shape == (24, 32, 4) and np.abs(first - last).max() > 0.05
     sequence = bpy.data.images[f"{three_frames.name} stylized"]
     assert sequence.source == "SEQUENCE"
-    strips = list(three_frames.sequence_editor.strips)
+    # The strip goes to a scene of its own, so this scene keeps rendering its 3D view (issue 10).
+    strips = list(bpy.data.scenes[f"{three_frames.name} Stylized"].sequence_editor.strips)
     assert len(strips) == 1 and strips[0].type == "IMAGE" and len(strips[0].elements) == 3
     assert strips[0].frame_final_duration == 3
 
@@ -76,7 +78,7 @@ def test_temporal_coherence_links_each_rendered_frame_to_the_previous_one(three_
 
     paths = api.stylize_animation(out_dir=str(out), load_sequence=False)
 
-    assert sorted(os.listdir(out)) == [".motion", "frame_0001.png", "frame_0002.png", "frame_0003.png"]
+    assert sorted(os.listdir(out)) == [".motion", ".neural_style.json", "frame_0001.png", "frame_0002.png", "frame_0003.png"]
     requests = [message for message in sent if message["cmd"] == "stylize"]
     assert len(requests) == 3 and "temporal" not in requests[0]
     for frame, request in ((2, requests[1]), (3, requests[2])):
@@ -139,7 +141,8 @@ def test_sequence_folder_with_a_missing_frame_reports_it(style, tmp_path):
     renders = sequence_folder(tmp_path, style, (1, 2), {"0001.png": np.zeros((16, 16, 4), np.float32)})
     with pytest.raises(api.StyleError, match="frame 2 is missing"):
         api.stylize_animation(out_dir=str(tmp_path / "out"), source="SEQUENCE", sequence_dir=str(renders))
-    assert os.listdir(tmp_path / "out") == ["frame_0001.png"]  # the finished frame is kept for resuming
+    # The finished frame is kept for resuming, with the record of what made it.
+    assert sorted(os.listdir(tmp_path / "out")) == [".neural_style.json", "frame_0001.png"]
 
 
 def test_animation_needs_an_absolute_output_folder_in_an_unsaved_file(three_frames):
@@ -172,3 +175,122 @@ def test_fast_mode_trains_once_applies_per_frame_and_reuses_the_model(three_fram
     assert [m["cmd"] for m in sent] == ["fast_train", "fast_apply"]  # frames 1 and 3 are skipped
     assert os.path.getmtime(out / ".fast" / models[0]) == trained  # the model is reused, not retrained
     assert animation.pending_frames(str(out), [1, 2, 3]) == []
+
+
+def test_frame_folders_are_listed_in_the_engines_order(tmp_path):
+    """The add-on keeps its own copy of the frame listing (it never imports the engine): both must agree."""
+    from engine import files
+
+    names = ["frame_10.png", "frame_2.png", "frame_1.PNG", "frame_02.exr", "b_3.jpg", "a_30.tif", ".hidden_4.png",
+             "notes.txt", "frame_9.webp", "shot.bmp", "x_1.jpeg", "x_1.tiff"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "frame_5.png").mkdir()  # a folder is not a frame
+    assert animation.IMAGE_SUFFIXES == files.IMAGE_SUFFIXES
+    listed = [os.path.basename(path) for path in animation.image_files(str(tmp_path))]
+    assert listed == [path.name for path in files.image_files(tmp_path)]
+    assert listed.index("frame_2.png") < listed.index("frame_10.png")  # digits compare as numbers
+    assert animation.sequence_files(str(tmp_path))[2] == str(tmp_path / "frame_02.exr")  # first of the two 2s
+
+
+# --- issue 10: the sequencer never takes over, reruns follow the settings ---
+
+
+def color_strip(scene):
+    """The artist's own edit: a flat colour strip, so with the sequencer on F12 shows the edit."""
+    editor = scene.sequence_editor_create()
+    strip = editor.strips.new_effect("Edit", "COLOR", 1, frame_start=1, length=3)
+    strip.color = (0.5, 0.5, 0.5)
+    return strip
+
+
+def test_frames_are_rendered_from_the_3d_scene_when_the_scene_has_strips(three_frames, tmp_path):
+    color_strip(three_frames)
+    seen = []
+
+    api.stylize_animation(out_dir=str(tmp_path / "frames"), load_sequence=False,
+                          frame_options=lambda frame_input: seen.append(frame_input.content) or {})
+
+    # The cube, not the flat grey strip: pixels vary, and the moving cube makes the frames differ.
+    assert len(seen) == 3 and all(np.ptp(frame[..., 3]) > 0.5 for frame in seen)
+    assert np.abs(seen[0] - seen[2]).max() > 0.1
+    assert three_frames.render.use_sequencer  # the artist's setting is put back
+    assert [strip.name for strip in three_frames.sequence_editor.strips_all] == ["Edit"]
+
+
+def render_pixels(scene, folder):
+    bpy.ops.render.render()
+    return image_bridge.read_render_result(scene, str(folder))
+
+
+def test_the_strip_goes_to_its_own_scene_and_never_feeds_back(three_frames, tmp_path):
+    three_frames.frame_set(1)
+    before = render_pixels(three_frames, tmp_path)
+    out = tmp_path / "frames"
+    seen = []
+    watch = lambda frame_input: seen.append(frame_input.content) or {}  # noqa: E731
+
+    api.stylize_animation(out_dir=str(out), add_strip=True, frame_options=watch)
+
+    assert three_frames.sequence_editor is None or not three_frames.sequence_editor.strips_all
+    stylized = bpy.data.scenes[f"{three_frames.name} Stylized"]
+    strips = list(stylized.sequence_editor.strips_all)
+    assert len(strips) == 1 and len(strips[0].elements) == 3
+    assert (stylized.frame_start, stylized.frame_end) == (1, 3)
+    three_frames.frame_set(1)
+    np.testing.assert_array_equal(render_pixels(three_frames, tmp_path), before)  # F12 still shows the 3D scene
+
+    first = list(seen)
+    seen.clear()
+    api.stylize_animation(out_dir=str(out), add_strip=True, frame_options=watch, existing_frames="OVERWRITE")
+    assert len(seen) == 3
+    for new, old in zip(seen, first):
+        np.testing.assert_array_equal(new, old)  # rendered from the scene again, not from the stylized strip
+
+
+def test_a_rerun_with_another_style_restylizes_and_reuses_one_strip_and_image(three_frames, tmp_path):
+    out = tmp_path / "frames"
+    settings = three_frames.neural_style
+    settings.animation_dir = str(out)
+    settings.load_sequence = settings.add_strip = True
+    assert settings.existing_frames == "RESUME"
+    assert bpy.ops.image.neural_style_animation() == {"FINISHED"}
+    first = [image_bridge.load_image_file(str(out / f"frame_{f:04d}.png")) for f in (1, 2, 3)]
+    record = json.loads((out / folder_record.RECORD_NAME).read_text())
+    assert sorted(record["frames"]) == ["1", "2", "3"]
+
+    dots = tmp_path / "dots.png"
+    y, x = np.mgrid[0:32, 0:32]
+    spots = ((x % 8 - 4) ** 2 + (y % 8 - 4) ** 2 < 6).astype(np.float32)[..., None]
+    image_bridge.save_png(np.concatenate([1 - spots, 0.9 - 0.8 * spots, 0.1 + 0 * spots, 1 + 0 * spots], -1), str(dots))
+    settings.styles[0].filepath = str(dots)
+    assert bpy.ops.image.neural_style_animation() == {"FINISHED"}
+
+    second = [image_bridge.load_image_file(str(out / f"frame_{f:04d}.png")) for f in (1, 2, 3)]
+    assert all(np.abs(a - b).max() > 0.05 for a, b in zip(first, second)), "the new style must replace the old frames"
+    assert json.loads((out / folder_record.RECORD_NAME).read_text())["frames"] != record["frames"]
+    stylized = bpy.data.scenes[f"{three_frames.name} Stylized"]
+    assert len(stylized.sequence_editor.strips_all) == 1
+    assert [image.name for image in bpy.data.images if image.source == "SEQUENCE"] == [f"{three_frames.name} stylized"]
+
+    renders = []
+    count = lambda *_: renders.append(1)  # noqa: E731
+    bpy.app.handlers.render_pre.append(count)
+    try:
+        assert bpy.ops.image.neural_style_animation() == {"FINISHED"}  # same settings: resumes, nothing to do
+        assert renders == []
+        settings.existing_frames = "OVERWRITE"
+        assert bpy.ops.image.neural_style_animation() == {"FINISHED"}
+        assert len(renders) == 3
+    finally:
+        bpy.app.handlers.render_pre.remove(count)
+    assert len(stylized.sequence_editor.strips_all) == 1
+
+
+def test_frames_without_a_record_are_stylized_again(three_frames, tmp_path):
+    out = tmp_path / "frames"
+    paths = api.stylize_animation(out_dir=str(out), load_sequence=False)
+    os.remove(out / folder_record.RECORD_NAME)  # frames from before the record existed, or from elsewhere
+    mtimes = [os.path.getmtime(path) for path in paths]
+    api.stylize_animation(out_dir=str(out), load_sequence=False)
+    assert all(os.path.getmtime(path) > mtime for path, mtime in zip(paths, mtimes))

@@ -60,11 +60,11 @@ def test_image_without_pixels_is_a_clear_error(tmp_path):
 
 def test_resize_keeps_constant_images_constant_and_hits_the_requested_size():
     array = np.full((10, 20, 3), 0.25, np.float32)
-    out = image_bridge.resize(array, 33, 17)
+    out = image_bridge.resize(array, 17, 33)
     assert out.shape == (17, 33, 3)
     np.testing.assert_allclose(out, 0.25, atol=1e-6)
     ramp = np.linspace(0, 1, 8, dtype=np.float32)[None, :, None].repeat(2, 0)
-    np.testing.assert_allclose(image_bridge.resize(ramp, 4, 2)[0, :, 0], [1 / 14, 5 / 14, 9 / 14, 13 / 14], atol=1e-6)
+    np.testing.assert_allclose(image_bridge.resize(ramp, 2, 4)[0, :, 0], [1 / 14, 5 / 14, 9 / 14, 13 / 14], atol=1e-6)
 
 
 def test_png_is_written_atomically_and_leaves_no_datablock(tmp_path):

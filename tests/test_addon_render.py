@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import addon_support as support
 import bpy
@@ -10,8 +11,9 @@ from addon_support import style  # noqa: F401 - fixture
 import numpy as np
 import pytest
 
-from neural_style_addon import api, image_bridge
+from neural_style_addon import api, image_bridge, materials, operators, worker_client
 from neural_style_addon.errors import StyleError
+from neural_style_addon.worker_client import WorkerClient
 
 
 @pytest.fixture()
@@ -67,7 +69,10 @@ def test_material_texture_survives_save_and_reload(rendered, style, tmp_path):
     assert bpy.ops.image.neural_style_apply() == {"FINISHED"}
     node = cube.active_material.node_tree.nodes["Neural Style Texture"]
     links = [link for link in cube.active_material.node_tree.links if link.from_node == node]
-    assert [(link.to_node.type, link.to_socket.name) for link in links] == [("BSDF_PRINCIPLED", "Base Color")]
+    # Through the Mix node that keeps the original Base Color on its other input (issue 10).
+    assert [(link.to_node.type, link.to_socket.identifier) for link in links] == [("MIX", "B_Color")]
+    mix_links = [link for link in cube.active_material.node_tree.links if link.from_node == links[0].to_node]
+    assert [(link.to_node.type, link.to_socket.name) for link in mix_links] == [("BSDF_PRINCIPLED", "Base Color")]
     expected = support.pixels(node.image)
 
     # A second run reuses the node instead of adding another.
@@ -204,3 +209,140 @@ class TestBadInputsChangeNothing:
     def test_api_raises_style_error(self, rendered):
         with pytest.raises(StyleError, match="style image not found"):
             api.stylize_image(["/nonexistent/a.png"])
+
+
+# --- issue 10: abandoned work, unwritable outputs, textures from renders, background progress ---
+
+
+def test_keyboard_interrupt_cancels_the_worker_job_and_the_next_job_is_not_stuck(rendered, style, monkeypatch):
+    """Ctrl-C in a script (a KeyboardInterrupt out of the progress path) must not leave the worker busy."""
+    support.plumbing_settings(rendered, style)
+    events = []
+    next_event = WorkerClient.next_event
+
+    def interrupted(self, timeout=0.0):
+        event = next_event(self, timeout)
+        events.append(event or {})
+        if event and event.get("event") == "progress" and event["total"] == 100000 and event["iteration"] == 2:
+            raise KeyboardInterrupt
+        return event
+
+    monkeypatch.setattr(WorkerClient, "next_event", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        api.stylize_image(options={"iterations": 100000})
+    old = next(e["id"] for e in events if e.get("event") == "progress")
+    # The old job was cancelled (its temp folder went only after that), not left running.
+    assert [e["event"] for e in events if e.get("id") == old and e.get("event") != "progress"] == ["cancelled"]
+    assert operators.running is None
+
+    started = time.monotonic()
+    image = api.stylize_image(options={"iterations": 2})
+    assert time.monotonic() - started < 60 and tuple(image.size) == (32, 24)
+    assert not [line for line in worker_client._shared.stderr_tail if "Traceback" in line or "No such file" in line]
+
+
+def test_unwritable_output_file_is_refused_before_any_work(rendered, style, tmp_path, monkeypatch):
+    support.plumbing_settings(rendered, style)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the output folder should be")
+    sent = []
+    monkeypatch.setattr(WorkerClient, "send", lambda self, message: sent.append(message))
+    names = support.image_names()
+    with pytest.raises(StyleError, match=r"^cannot write the output file's folder .*not-a-folder"):
+        api.stylize_image(target="FILE", filepath=str(blocker / "out.png"))
+    assert sent == [] and support.image_names() == names
+
+
+def test_unwritable_animation_folder_is_refused_before_any_work(rendered, style, monkeypatch):
+    support.plumbing_settings(rendered, style)
+    renders = []
+    monkeypatch.setattr(WorkerClient, "send", lambda self, message: renders.append(message))
+    count = lambda *_: renders.append(1)  # noqa: E731
+    bpy.app.handlers.render_pre.append(count)
+    try:
+        with pytest.raises(StyleError, match=r"^cannot write the frames output folder /proc/neural-style"):
+            api.stylize_animation(out_dir="/proc/neural-style/frames")
+    finally:
+        bpy.app.handlers.render_pre.remove(count)
+    assert renders == []
+
+
+def emission_view(material) -> None:
+    """Show the Base Color input unlit (so a render shows the texture as it is)."""
+    tree = material.node_tree
+    bsdf = next(node for node in tree.nodes if node.type == "BSDF_PRINCIPLED")
+    emission = tree.nodes.new("ShaderNodeEmission")
+    tree.links.new(bsdf.inputs["Base Color"].links[0].from_socket, emission.inputs["Color"])
+    output = next(node for node in tree.nodes if node.type == "OUTPUT_MATERIAL")
+    tree.links.new(emission.outputs["Emission"], output.inputs["Surface"])
+
+
+def test_texture_from_a_render_lands_where_the_camera_saw_it(style, tmp_path):
+    scene = support.fresh_scene(resolution=(48, 32))
+    scene.view_settings.view_transform = "Standard"  # a render then shows sRGB texture values unchanged
+    bpy.ops.render.render()
+    height, width = 32, 48
+    y, x = np.mgrid[0:height, 0:width]
+    checker = np.stack([(x % 8 < 4) * 0.9 + 0.05, (y % 8 < 4) * 0.9 + 0.05, x / width, np.ones((height, width))], -1)
+    image = image_bridge.new_image("Render (checker)", width, height)
+    image_bridge.array_to_image(image, checker.astype(np.float32))
+    cube = bpy.data.objects["Cube"]
+
+    materials.assign_texture(cube, image, scene)
+    emission_view(cube.active_material)
+    scene.cycles.samples = 4
+    bpy.ops.render.render()
+    seen = image_bridge.read_render_result(scene, str(tmp_path))
+
+    covered = seen[..., 3] > 0.99
+    assert covered.sum() > 100
+    # Each covered pixel shows the texture's pixel at the same place (object UVs would smear it: error ~0.35).
+    assert np.abs(seen[..., :3] - checker[..., :3])[covered].mean() < 0.1
+
+
+def test_texture_keeps_the_original_base_color_and_can_be_removed(rendered, style):
+    support.plumbing_settings(rendered, style)
+    cube = bpy.data.objects["Cube"]
+    tree = cube.active_material.node_tree
+    bsdf = tree.nodes["Principled BSDF"]
+    original = tree.nodes.new("ShaderNodeTexChecker")
+    tree.links.new(original.outputs["Color"], bsdf.inputs["Base Color"])
+
+    image = api.stylize_image(target="TEXTURE", obj=cube)
+
+    mix = tree.nodes[materials.MIX_NAME]
+    assert bsdf.inputs["Base Color"].links[0].from_node == mix
+    inputs = {socket.identifier: socket for socket in mix.inputs}
+    assert inputs["Factor_Float"].default_value == 1.0
+    assert inputs["A_Color"].links[0].from_node == original  # still wired: factor 0 shows it again
+    assert inputs["B_Color"].links[0].from_node.image == image
+    vector = tree.nodes[materials.NODE_NAME].inputs["Vector"].links[0].from_node
+    assert vector.type == "UVMAP" and vector.uv_map == materials.CAMERA_UV
+
+    materials.remove_texture(cube)
+    assert bsdf.inputs["Base Color"].links[0].from_node == original
+    assert materials.MIX_NAME not in tree.nodes and materials.NODE_NAME not in tree.nodes
+    assert materials.CAMERA_UV not in cube.data.uv_layers
+
+
+def test_undo_restores_the_material(rendered, style):
+    support.plumbing_settings(rendered, style)
+    rendered.neural_style.target = "TEXTURE"
+    material = bpy.data.objects["Cube"].active_material.name
+    before = sorted(node.name for node in bpy.data.materials[material].node_tree.nodes)
+    bpy.ops.ed.undo_push(message="before stylize")
+
+    assert bpy.ops.image.neural_style_apply("EXEC_DEFAULT", True) == {"FINISHED"}  # True: with its undo step
+    assert materials.NODE_NAME in bpy.data.materials[material].node_tree.nodes
+    bpy.ops.ed.undo()
+
+    tree = bpy.data.materials[material].node_tree
+    assert sorted(node.name for node in tree.nodes) == before
+    assert tree.nodes["Principled BSDF"].inputs["Base Color"].links == ()
+
+
+def test_background_runs_print_progress_lines(rendered, style, capfd):
+    support.plumbing_settings(rendered, style)
+    api.stylize_image(options={"iterations": 4})
+    lines = [line for line in capfd.readouterr().out.splitlines() if line.startswith("Neural Style: ")]
+    assert any("iteration 4/4" in line for line in lines) and 2 <= len(lines) <= 30

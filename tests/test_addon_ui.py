@@ -8,7 +8,7 @@ import addon_support as support
 import bpy
 import pytest
 
-from neural_style_addon import operators, panels, preferences, tasks
+from neural_style_addon import job, operators, panels, preferences
 
 
 class Layout:
@@ -78,7 +78,7 @@ def test_file_output_asks_for_a_path(scene):
 
 
 def test_running_task_shows_progress_and_cancel(scene, monkeypatch):
-    task = SimpleNamespace(status=tasks.Status("iteration 3/10", 0.3))
+    task = SimpleNamespace(status=job.Status("iteration 3/10", 0.3))
     monkeypatch.setattr(operators, "running", task)
     layout = draw(panels.IMAGE_PT_neural_style, scene)
     assert ("label", "iteration 3/10") in layout.calls

@@ -12,7 +12,7 @@ import bpy
 from addon_support import plumbing_scene, style  # noqa: F401 - fixtures
 import pytest
 
-from neural_style_addon import api, preferences, tasks, worker_client
+from neural_style_addon import api, preferences, runner, tasks, worker_client
 from neural_style_addon.worker_client import WorkerClient, WorkerConfig, WorkerError
 
 
@@ -21,12 +21,12 @@ def scene(plumbing_scene):
     return plumbing_scene
 
 
-def start_long_task(scene) -> tasks.Task:
+def start_long_task(scene) -> runner.Task:
     job = api.build_job(scene, options={"iterations": 5000})
     return api.start(job, tasks.stylize_image_steps)
 
 
-def step_until_running(task: tasks.Task) -> None:
+def step_until_running(task: runner.Task) -> None:
     """Advance until the worker has reported progress, so the job is really running."""
     while "iteration" not in task.status.text:
         assert task.step(), task.error
@@ -38,7 +38,7 @@ def test_cancel_stops_the_job_and_leaves_no_half_made_image(scene):
     step_until_running(task)
     assert task.image is not None and task.image.name in support.image_names()  # the live preview
     task.cancel()
-    with pytest.raises(tasks.TaskCancelled):
+    with pytest.raises(runner.TaskCancelled):
         task.run()
     assert support.image_names() == names
     assert task.client.alive, "cancel stops the job, not the worker (test_worker.py runs the next job)"
@@ -47,18 +47,18 @@ def test_cancel_stops_the_job_and_leaves_no_half_made_image(scene):
 def test_cancel_before_the_request_is_sent_still_cancels(scene):
     task = start_long_task(scene)
     task.cancel()
-    with pytest.raises(tasks.TaskCancelled):
+    with pytest.raises(runner.TaskCancelled):
         task.run()
 
 
 def test_worker_that_ignores_cancel_is_stopped_after_a_grace_period(scene, monkeypatch):
-    monkeypatch.setattr(tasks, "CANCEL_GRACE", 0.5)
+    monkeypatch.setattr(runner, "CANCEL_GRACE", 0.5)
     names = support.image_names()
     task = start_long_task(scene)
     step_until_running(task)
     os.kill(task.client.process.pid, signal.SIGSTOP)  # a worker busy in something that never checks the flag
     task.cancel()
-    with pytest.raises(tasks.TaskCancelled):
+    with pytest.raises(runner.TaskCancelled):
         task.run()
     assert not task.client.alive and support.image_names() == names
 
@@ -129,3 +129,22 @@ def test_install_command_targets_the_user_folder():
     assert command[:4] == [sys.executable, "-m", "pip", "install"]
     assert command[command.index("--target") + 1] == preferences.site_packages()
     assert any(req.startswith("torch") for req in command)
+
+
+def test_installer_installs_the_engines_one_requirement_list_at_the_tested_pins():
+    from setuptools.config.pyprojecttoml import read_configuration
+
+    declared = read_configuration(support.ROOT / "pyproject.toml", expand=True)["project"]["dependencies"]
+    command = preferences.install_command()
+    assert command[-len(declared):] == declared  # the same file pyproject.toml reads
+    assert command[command.index("-c") + 1] == os.path.join(preferences.EXTENSION_ROOT, "engine", "constraints.txt")
+    assert command[command.index("--only-binary") + 1] == ":all:"
+
+
+def test_status_lines_come_from_the_structured_progress_fields():
+    train = {"event": "progress", "kind": "train", "iteration": 3, "total": 10, "losses": {"total": None},
+             "stage": "ignored"}
+    assert runner.progress_text(train) == "training step 3 of 10"
+    tiled = {"event": "progress", "kind": "optimize", "iteration": 4, "total": 20, "scale": 2, "scales": 3, "tile": 1,
+             "tiles": 4, "losses": {"total": 1.5}, "stage": "ignored"}
+    assert runner.progress_text(tiled) == "iteration 4/20, scale 2/3, tile 1/4, loss 1.5"

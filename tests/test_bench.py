@@ -1,17 +1,17 @@
-"""`neural-style bench` at a toy size: the JSON and plot it writes, not the speed it finds."""
+"""`python -m benchmarks.bench` at a toy size: the JSON and plot it writes, not the speed it finds."""
 
 import json
 
 import pytest
 
-from engine.cli import main
+from benchmarks.bench import main
 
 
 def test_bench_writes_rows_beside_the_study_and_a_plot(tmp_path, capsys):
     out = tmp_path / "bench.json"
     plot = tmp_path / "bench.png"
     code = main([
-        "bench", "--models", "vgg16", "--sizes", "32,64", "--iterations", "1", "--devices", "cpu",
+        "--models", "vgg16", "--sizes", "32,64", "--iterations", "1", "--devices", "cpu",
         "--tiled-sizes", "96x64", "--tile-size", "64", "--tiled-iterations", "2", "--microbench-size", "16",
         "--json-out", str(out), "--plot", str(plot),
     ])
@@ -33,5 +33,5 @@ def test_bench_writes_rows_beside_the_study_and_a_plot(tmp_path, capsys):
 
 
 def test_bench_refuses_a_missing_device(capsys):
-    assert main(["bench", "--devices", "tpu"]) == 2
+    assert main(["--devices", "tpu"]) == 2
     assert "not available" in capsys.readouterr().err

@@ -7,7 +7,9 @@ import torch
 from engine import Cancelled, EngineError, StyleOptions, stylize
 from engine.losses import gram
 from engine.networks import FeatureNet
-from engine.optimize import preserve_colors, scale_sizes, to_tensor
+from engine import pipeline
+from engine.pipeline import preserve_colors, scale_sizes
+from engine.tensors import to_tensor
 from engine.weights import load_network
 
 FAST = StyleOptions(iterations=12, seed=0)
@@ -154,3 +156,15 @@ def test_bad_arrays_are_refused(content_small, style_small):
         stylize(content_small, [], FAST)
     with pytest.raises(EngineError, match="VGG-16 only"):
         stylize(content_small, [style_small], FAST.replace(model="vgg19"))
+
+
+def test_a_loss_that_becomes_non_finite_stops_the_run(content_small, style_small):
+    """A loss that overflows (here an extra loss, like temporal coherence's) ends in one clear error, not a black image."""
+
+    def overflowing(image):
+        return image.sum() * float("inf")
+
+    seen = []
+    with pytest.raises(EngineError, match=r"the loss became NaN/infinite \(temporal, total\); check the weights/options"):
+        pipeline.stylize(content_small, [style_small], FAST, progress=seen.append, extra_losses=(overflowing,))
+    assert seen == []  # stopped at the first step, before reporting a result

@@ -7,9 +7,11 @@ import pytest
 import torch
 
 from engine import Cancelled, EngineError, StyleOptions
-from engine import fast
 from engine.cli import main
-from engine.fast_options import FastOptions
+from engine.fast import inference, training
+from engine.fast.net import TransformerNet
+from engine.fast.options import FastOptions
+from engine.files import frames_in
 from engine.images import read_image, resize, write_image
 
 STEPS = 20
@@ -33,8 +35,8 @@ def frames_dir(tmp_path_factory, content_small):
 def trained(tmp_path_factory, frames_dir, style_small):
     folder = tmp_path_factory.mktemp("model")
     seen = []
-    frames = fast.frames_in([frames_dir])
-    path = fast.train(frames, style_small, OPTIONS, TINY, folder, progress=seen.append)
+    frames = frames_in([frames_dir])
+    path = training.train(frames, style_small, OPTIONS, TINY, folder, progress=seen.append)
     return path, seen
 
 
@@ -51,30 +53,30 @@ def test_model_files_are_saved_and_reused(trained, style_small):
     path, _ = trained
     info = json.loads(path.with_suffix(".json").read_text())
     assert path.is_file() and path.with_suffix(".pt").is_file()
-    assert info["key"] == fast.model_key(style_small, OPTIONS, TINY) and info["images"] == 5  # 3 frames + 2 samples
+    assert info["key"] == training.model_key(style_small, OPTIONS, TINY) and info["images"] == 5  # 3 frames + 2 samples
 
     seen = []
-    again = fast.train([], style_small, OPTIONS, TINY, path.parent, progress=seen.append)
+    again = training.train([], style_small, OPTIONS, TINY, path.parent, progress=seen.append)
     assert again == path and seen == []  # reused, not retrained
 
 
 def test_model_key_follows_style_and_options_not_frames(style_small):
-    key = fast.model_key(style_small, OPTIONS, TINY)
-    assert fast.model_key(style_small.copy(), OPTIONS, TINY) == key
-    assert fast.model_key(style_small[::-1].copy(), OPTIONS, TINY) != key
-    assert fast.model_key(style_small, OPTIONS.replace(style_weight=2 * OPTIONS.style_weight), TINY) != key
-    assert fast.model_key(style_small, OPTIONS, TINY.replace(steps=STEPS + 1)) != key
-    assert fast.model_key(style_small, OPTIONS.replace(device="cpu", size=99), TINY) == key
+    key = training.model_key(style_small, OPTIONS, TINY)
+    assert training.model_key(style_small.copy(), OPTIONS, TINY) == key
+    assert training.model_key(style_small[::-1].copy(), OPTIONS, TINY) != key
+    assert training.model_key(style_small, OPTIONS.replace(style_weight=2 * OPTIONS.style_weight), TINY) != key
+    assert training.model_key(style_small, OPTIONS, TINY.replace(steps=STEPS + 1)) != key
+    assert training.model_key(style_small, OPTIONS.replace(device="cpu", size=99), TINY) == key
 
 
 @pytest.mark.parametrize("height, width", [(36, 52), (37, 53)])
 def test_onnxruntime_output_matches_torch(trained, content_small, height, width):
     path, _ = trained
     saved = torch.load(path.with_suffix(".pt"), weights_only=True)
-    net = fast.TransformerNet(saved["width"], saved["residual_blocks"])
+    net = TransformerNet(saved["width"], saved["residual_blocks"])
     net.load_state_dict(saved["state_dict"])
     image = resize(content_small, height, width)
-    got = fast.apply(path, image, device="cpu")
+    got = inference.apply(path, image, device="cpu")
     assert got.shape == image.shape and got.dtype == np.float32
     if height % 4 == 0 and width % 4 == 0:  # torch needs multiples of 4; apply() pads other sizes itself
         with torch.no_grad():
@@ -85,8 +87,8 @@ def test_onnxruntime_output_matches_torch(trained, content_small, height, width)
 def test_apply_sequence_writes_every_frame_and_keeps_alpha(trained, frames_dir, tmp_path):
     path, _ = trained
     seen = []
-    inputs = fast.frames_in([frames_dir])
-    written = fast.apply_sequence(path, inputs, tmp_path, device="cpu", progress=seen.append)
+    inputs = frames_in([frames_dir])
+    written = inference.apply_sequence(path, inputs, tmp_path, device="cpu", progress=seen.append)
     assert [p.name for p in written] == [p.name for p in inputs] and len(written) == 3
     assert [p.iteration for p in seen] == [1, 2, 3]
     with_alpha = read_image(written[1])
@@ -97,7 +99,7 @@ def test_apply_sequence_writes_every_frame_and_keeps_alpha(trained, frames_dir, 
 def test_cancel_stops_training_without_writing_a_model(tmp_path, style_small):
     seen = []
     with pytest.raises(Cancelled):
-        fast.train([], style_small, OPTIONS, TINY.replace(steps=50), tmp_path,
+        training.train([], style_small, OPTIONS, TINY.replace(steps=50), tmp_path,
                    progress=seen.append, cancel=lambda: len(seen) >= 2)
     assert len(seen) == 2 and list(tmp_path.iterdir()) == []
 
@@ -105,7 +107,7 @@ def test_cancel_stops_training_without_writing_a_model(tmp_path, style_small):
 def test_cancel_stops_a_sequence(trained, frames_dir, tmp_path):
     path, _ = trained
     with pytest.raises(Cancelled):
-        fast.apply_sequence(path, fast.frames_in([frames_dir]), tmp_path, cancel=lambda: any(tmp_path.iterdir()))
+        inference.apply_sequence(path, frames_in([frames_dir]), tmp_path, cancel=lambda: any(tmp_path.iterdir()))
     assert len(list(tmp_path.iterdir())) == 1
 
 

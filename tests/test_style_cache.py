@@ -6,8 +6,9 @@ import torch
 
 from engine import StyleOptions, stylize
 from engine import targets as targets_module
-from engine.optimize import _autocast_factory, layer_plan
+from engine.model import layer_plan
 from engine.targets import TargetSource
+from engine.tensors import autocast_factory
 from engine.weights import load_network
 
 CPU = torch.device("cpu")
@@ -20,7 +21,7 @@ def source_for(options, style, cache):
     net = load_network(options.model, options.weights, options.pooling, None, options.seed or 0)
     content_layers, style_layers, _ = layer_plan(net, options)
     net = net.truncated(content_layers + style_layers)
-    return TargetSource(net, options, [style], [1.0], CPU, _autocast_factory(CPU, "fp32"))
+    return TargetSource(net, options, [style], [1.0], CPU, autocast_factory(CPU, "fp32"))
 
 
 def cache_files(cache):

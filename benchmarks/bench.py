@@ -1,4 +1,4 @@
-"""`neural-style bench`: optimisation speed, peak memory and FLOP/s, beside the 2016 study.
+"""Optimisation speed, peak memory and FLOP/s, beside the 2016 study.
 
 Each measurement runs in a fresh child process, so its peak memory (VmHWM on
 Linux, `torch.cuda.max_memory_allocated` on a GPU) belongs to that size alone.
@@ -8,25 +8,28 @@ counted from the layer shapes (forward + input-gradient backward of every conv,
 plus the Gram matmuls) and compared with a large 3x3 convolution timed on the
 same device, i.e. how close the loop comes to what the machine's conv kernels
 can do.  Tiled rows time whole `stylize` runs that tiling makes fit.
+
+Run from the repository root: `python -m benchmarks.bench [--plot] ...`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from .errors import EngineError
-from .options import MODELS, PRECISIONS
+from engine.cli.common import SAMPLES, ints, names, run_command
+from engine.errors import EngineError
+from engine.options import MODELS, PRECISIONS
 
-ROOT = Path(__file__).resolve().parents[1]
+from . import machine, run_child, timings, write_json
+
+# Where `child_main` runs each measurement (this module, also under `python -m`).
+CHILD = "benchmarks.bench"
 DEFAULT_JSON = Path("docs/bench/bench.json")
 DEFAULT_PLOT = Path("docs/bench/bench.png")
 RANDOM_NOTE = "random (seeded He init): speed and memory only; the images mean nothing"
@@ -40,17 +43,14 @@ STUDY_2016 = {
 }
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "bench", help="iterations per minute, peak memory and FLOP/s per model, size and device",
-        description=__doc__.split("\n\n")[0],
-    )
-    p.add_argument("--models", type=_words, default=MODELS, help="comma-separated (default: all)")
-    p.add_argument("--sizes", type=_ints, default=(64, 128, 256, 512, 1024), help="square sides in pixels")
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", type=names, default=MODELS, help="comma-separated (default: all)")
+    p.add_argument("--sizes", type=ints, default=(64, 128, 256, 512, 1024), help="square sides in pixels")
     p.add_argument("--tiled-sizes", type=_shapes, default=((2048, 2048), (1080, 1920)),
                    help="WxH or N, timed as whole tiled stylize runs ('' for none)")
-    p.add_argument("--tiled-models", type=_words, default=("vgg16",))
-    p.add_argument("--devices", type=_words, help="cpu,cuda,mps (default: every one available)")
+    p.add_argument("--tiled-models", type=names, default=("vgg16",))
+    p.add_argument("--devices", type=names, help="cpu,cuda,mps (default: every one available)")
     p.add_argument("--iterations", type=int, default=5, help="timed iterations per measurement")
     p.add_argument("--warmup", type=int, default=1, help="untimed iterations first (kernel set-up)")
     p.add_argument("--tiled-iterations", type=int, default=2, help="iterations of each tiled run (per pixel)")
@@ -65,24 +65,17 @@ def register(subparsers) -> None:
     p.add_argument("--seam-iterations", type=int, default=40)
     p.add_argument("--json-out", type=Path, default=DEFAULT_JSON)
     p.add_argument("--plot", type=Path, nargs="?", const=DEFAULT_PLOT, help=f"write a PNG (default path {DEFAULT_PLOT})")
-    p.set_defaults(func=run)
+    return p
 
 
-def _words(text: str) -> tuple[str, ...]:
-    return tuple(t.strip() for t in text.split(",") if t.strip())
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(t) for t in _words(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+def main(argv: list[str] | None = None) -> int:
+    return run_command(run, build_parser().parse_args(argv), "bench")
 
 
 def _shapes(text: str) -> tuple[tuple[int, int], ...]:
     """"1920x1080,2048" -> ((1080, 1920), (2048, 2048)) as (height, width)."""
     shapes = []
-    for word in _words(text):
+    for word in names(text):
         w, _, h = word.partition("x")
         try:
             shapes.append((int(h or w), int(w)))
@@ -127,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     }
     _header()
     for device in devices:
-        bench = _child({"kind": "conv", "device": device, "size": args.microbench_size, **common}, args.timeout)
+        bench = run_child(CHILD, {"kind": "conv", "device": device, "size": args.microbench_size, **common}, args.timeout)
         report["microbench"][device] = bench
         print(f"{device}: 3x3 conv 256->256 at {args.microbench_size} px: "
               f"{bench.get('forward_gflops', 0):.0f} GFLOP/s forward, {bench.get('train_gflops', 0):.0f} forward+backward")
@@ -135,30 +128,30 @@ def run(args: argparse.Namespace) -> int:
             for size in args.sizes:
                 spec = {"kind": "loop", "device": device, "model": model, "height": size, "width": size,
                         "iterations": args.iterations, "warmup": args.warmup, **common}
-                row = _child(spec, args.timeout)
+                row = run_child(CHILD, spec, args.timeout)
                 row.update(model=model, size=size, device=device, study=_study(device, model, size),
                            load_average=os.getloadavg()[0])
                 if "gflop_per_iteration" in row and bench.get("train_gflops"):
                     row["share_of_conv_microbench"] = row["gflops"] / bench["train_gflops"]
                 report["rows"].append(row)
                 _print_row(row)
-                _write_json(report, args.json_out)
+                write_json(report, args.json_out)
         for model in args.tiled_models:
             for height, width in args.tiled_sizes:
                 spec = {"kind": "tiled", "device": device, "model": model, "height": height, "width": width,
                         "iterations": args.tiled_iterations, "tile_size": args.tile_size, **common}
-                row = _child(spec, args.timeout)
+                row = run_child(CHILD, spec, args.timeout)
                 row.update(model=model, height=height, width=width, device=device, load_average=os.getloadavg()[0])
                 report["tiled"].append(row)
                 _print_tiled(row)
-                _write_json(report, args.json_out)
+                write_json(report, args.json_out)
     for device, why in report["not_measured"].items():
         print(f"{device}: not measured ({why})")
     if args.seams:
         report["seams"] = seam_comparison(args.seams, args.seam_iterations, args.json_out.parent)
         print("seams: gradient energy at tile borders / elsewhere: "
               f"tiled {report['seams']['tiled']['border_ratio']:.3f}, untiled {report['seams']['untiled']['border_ratio']:.3f}")
-    _write_json(report, args.json_out)
+    write_json(report, args.json_out)
     print(f"wrote {args.json_out}")
     if args.plot:
         plot(report, args.plot)
@@ -168,31 +161,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _study(device: str, model: str, size: int) -> float | None:
     return STUDY_2016.get(device, {}).get(model, {}).get(size)
-
-
-def machine() -> dict:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset (libgomp spins)"),
-            "load_average_at_start": os.getloadavg()[0]}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
-def _write_json(report: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 def _header() -> None:
@@ -218,21 +186,6 @@ def _print_tiled(row: dict) -> None:
     tiles = f"{row['tile']} px tiles, {row['tiles_per_pass']} per pass" if row["tile"] else "untiled (fits)"
     print(f"tiled {row['model']} {shape} {row['device']}: {row['seconds']:.0f} s for {row['iterations']} it/pixel "
           f"({row['it_per_min']:.2f} full-image it/min), {tiles}, peak {row['peak_mb']:.0f} MB")
-
-
-def _child(spec: dict, timeout: float) -> dict:
-    """Run one measurement in a fresh interpreter; its last stdout line is the JSON result."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    cmd = [sys.executable, "-c", "from engine.bench import child_main; child_main()", json.dumps(spec)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-        return {"error": tail if proc.returncode >= 0 else f"killed by signal {-proc.returncode} ({tail})"}
-    return json.loads(lines[-1])
 
 
 def child_main() -> None:
@@ -265,18 +218,17 @@ class Memory:
         self.base = self.current()
 
     def current(self) -> int:
-        import torch
-
-        if self.device.type == "cuda":
-            return torch.cuda.memory_allocated(self.device)
-        return _status_bytes("VmRSS")
+        return self._bytes("memory_allocated", "VmRSS")
 
     def peak(self) -> int:
+        return self._bytes("max_memory_allocated", "VmHWM")
+
+    def _bytes(self, cuda_counter: str, status_field: str) -> int:
         import torch
 
         if self.device.type == "cuda":
-            return torch.cuda.max_memory_allocated(self.device)
-        return _status_bytes("VmHWM")
+            return getattr(torch.cuda, cuda_counter)(self.device)
+        return _status_bytes(status_field)
 
 
 def _status_bytes(field: str) -> int:
@@ -295,10 +247,10 @@ def _status_bytes(field: str) -> int:
 
 def _images(height: int, width: int) -> tuple:
     """The bundled sample content and style, resized to the measured size."""
-    from .images import read_image, resize
+    from engine.images import read_image, resize
 
-    content = resize(read_image(_sample("content.png"))[..., :3], height, width)
-    style = resize(read_image(_sample("style.png"))[..., :3], height, width)
+    content = resize(read_image(SAMPLES / "content.png")[..., :3], height, width)
+    style = resize(read_image(SAMPLES / "style.png")[..., :3], height, width)
     return content, style
 
 
@@ -306,30 +258,29 @@ def measure_loop(spec: dict) -> dict:
     """Iterations per minute and peak memory of the optimisation loop at one size."""
     import torch
 
-    from .optimize import (Reporter, Targets, _autocast_factory, content_targets, layer_plan,
-                           optimize_image, pick_device, style_grams, to_tensor)
-    from .options import StyleOptions
-    from .weights import load_network
+    from engine.model import prepare_network
+    from engine.optimize import Targets, optimize_image
+    from engine.options import StyleOptions
+    from engine.progress import Reporter
+    from engine.targets import content_targets, style_grams
+    from engine.tensors import autocast_factory, to_tensor
 
-    device = pick_device(spec["device"])
     options = StyleOptions(model=spec["model"], weights=spec["weights"], precision=spec["precision"],
                            device=spec["device"], seed=0)
-    autocast = _autocast_factory(device, options.precision)
-    net = load_network(options.model, options.weights, options.pooling, options.cache_dir, 0)
-    content_layers, style_layers, layer_weights = layer_plan(net, options)
-    net = net.truncated(content_layers + style_layers).to(device)
+    net, plan, device = prepare_network(options)
+    autocast = autocast_factory(device, options.precision)
     content, style = (to_tensor(a, device) for a in _images(spec["height"], spec["width"]))
     memory = Memory(device)
     memory.reset()
-    targets = Targets(content_targets(net, content, content_layers, autocast),
-                      style_grams(net, [style], [1.0], style_layers, autocast))
+    targets = Targets(content_targets(net, content, plan.content, autocast),
+                      style_grams(net, [style], [1.0], plan.style, autocast))
     forward_peak = memory.peak() - memory.base
-    flops = iteration_flops(net, content, content_layers + style_layers, style_layers)
+    flops = iteration_flops(net, content, plan.layers, plan.style)
     stamps: list[float] = []
     total = spec["warmup"] + spec["iterations"]
     memory.reset()
     reporter = Reporter(total, lambda p: stamps.append(time.perf_counter()), None)
-    optimize_image(net, content, targets, options, layer_weights, total, reporter, autocast)
+    optimize_image(net, content, targets, options, plan.weights, total, reporter, autocast)
     seconds = (stamps[-1] - stamps[spec["warmup"] - 1]) / spec["iterations"]
     return {
         "height": spec["height"], "width": spec["width"], "iterations": spec["iterations"],
@@ -368,7 +319,7 @@ def measure_conv(spec: dict) -> dict:
     """Best GFLOP/s of a 3x3, 256->256 convolution on 1x256xSxS: forward, and forward + input gradient."""
     import torch
 
-    from .optimize import pick_device
+    from engine.tensors import pick_device
 
     device = pick_device(spec["device"])
     size = spec["size"]
@@ -376,21 +327,13 @@ def measure_conv(spec: dict) -> dict:
     x = torch.rand(1, 256, size, size, device=device, requires_grad=True)
     flops = 2 * 256 * 256 * 9 * size * size
 
-    def timed(step, reps: int = 10) -> float:
-        """Fastest of `reps` runs: the limit the kernels reach, not an average over interruptions."""
-        step()
-        best = float("inf")
-        for _ in range(reps):
-            _sync(device)
-            start = time.perf_counter()
-            step()
-            _sync(device)
-            best = min(best, time.perf_counter() - start)
-        return best
+    def fastest(step) -> float:
+        """Fastest of 10 runs: the limit the kernels reach, not an average over interruptions."""
+        return min(timings(lambda: (step(), _sync(device)), 10))
 
     with torch.no_grad():
-        forward = timed(lambda: conv(x))
-    train = timed(lambda: torch.autograd.grad(conv(x).sum(), x))
+        forward = fastest(lambda: conv(x))
+    train = fastest(lambda: torch.autograd.grad(conv(x).sum(), x))
     return {"size": size, "forward_gflops": flops / forward / 1e9, "train_gflops": 2 * flops / train / 1e9}
 
 
@@ -403,17 +346,13 @@ def _sync(device) -> None:
 
 def measure_tiled(spec: dict) -> dict:
     """A whole single-scale `stylize` at a size tiling makes fit: time, tiles and peak memory."""
-    from .optimize import pick_device, stylize
-    from .options import StyleOptions
+    from engine.options import StyleOptions
+    from engine.pipeline import stylize
+    from engine.tensors import pick_device
 
-    plans: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: plans.append(record.getMessage())
-    logging.getLogger("engine.tiling").addHandler(handler)
-    logging.getLogger("engine.tiling").setLevel(logging.INFO)
     device = pick_device(spec["device"])
     content, style = _images(spec["height"], spec["width"])
-    stages: list[str] = []
+    steps: list[tuple[int, int]] = []  # (tile side, tiles per pass) of each optimizer step; 0s when untiled
     options = StyleOptions(model=spec["model"], weights=spec["weights"], precision=spec["precision"],
                            device=spec["device"], iterations=spec["iterations"], scales=1,
                            tile_size=spec["tile_size"], seed=0)
@@ -421,15 +360,16 @@ def measure_tiled(spec: dict) -> dict:
     memory.reset()
     with tempfile.TemporaryDirectory() as cache:  # no cached Grams: time what a first run pays
         start = time.perf_counter()
-        stylize(content, [style], options.replace(cache_dir=cache), progress=lambda p: stages.append(p.stage))
+        stylize(content, [style], options.replace(cache_dir=cache),
+                progress=lambda p: steps.append((p.tile_size, p.tiles)))
         seconds = time.perf_counter() - start
-    tile = next((int(m.split(" in ")[1].split()[0]) for m in plans if " px tiles" in m), None)
-    per_pass = [int(s.split("tile ")[1].split("/")[1].split(",")[0]) for s in stages if "tile " in s]
+    tiled = [step for step in steps if step[0]]
+    tile = tiled[-1][0] if tiled else None  # the size that ran (an out-of-memory retry shrinks it)
     per_pixel = -(-spec["iterations"] // options.tile_passes) * options.tile_passes if tile else spec["iterations"]
     return {
         "seconds": seconds, "iterations": per_pixel, "it_per_min": 60 * per_pixel / seconds,
-        "tile": tile, "tiles_per_pass": max(per_pass) if per_pass else 0, "passes": options.tile_passes if tile else 0,
-        "optimizer_steps": len(stages), "peak_mb": memory.peak() / 2**20, "plan": plans,
+        "tile": tile, "tiles_per_pass": max((tiles for _, tiles in tiled), default=0),
+        "passes": options.tile_passes if tile else 0, "optimizer_steps": len(steps), "peak_mb": memory.peak() / 2**20,
     }
 
 
@@ -438,12 +378,12 @@ def seam_comparison(size: int, iterations: int, folder: Path) -> dict:
     along every tile border of every pass (a seam would raise it) with the rest of the image."""
     import numpy as np
 
-    from .images import read_image, write_image
-    from .optimize import stylize
-    from .options import StyleOptions
-    from .tiling import grid
+    from engine.images import read_image, write_image
+    from engine.options import StyleOptions
+    from engine.pipeline import stylize
+    from engine.tiling import grid
 
-    content, style = _images(*_fit(read_image(_sample("content.png")).shape, size))
+    content, style = _images(*_fit(read_image(SAMPLES / "content.png").shape, size))
     tile = size // 2
     options = StyleOptions(model="vgg16", weights="packaged", iterations=iterations, seed=0, tile_passes=2)
     height, width = content.shape[:2]
@@ -480,12 +420,6 @@ def seam_comparison(size: int, iterations: int, folder: Path) -> dict:
 def _fit(shape, size: int) -> tuple[int, int]:
     factor = size / max(shape[:2])
     return round(shape[0] * factor), round(shape[1] * factor)
-
-
-def _sample(name: str) -> Path:
-    from .cli import SAMPLES
-
-    return SAMPLES / name
 
 
 def plot(report: dict, path: Path) -> None:
@@ -526,3 +460,7 @@ def plot(report: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

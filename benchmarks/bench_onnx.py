@@ -1,28 +1,66 @@
-"""`neural-style bench-onnx`: onnxruntime vs torch feature extraction, and fast-mode frames per second.
+"""onnxruntime vs torch feature extraction, and fast-mode frames per second.
 
 Prints a table and writes JSON (docs/onnx-and-fast-mode.md shows the numbers).
 Each row has the best and the median of `--repeat` runs after one warm-up run;
 the load average is recorded too, because a shared machine slows every number.
+
+Run from the repository root: `python -m benchmarks.bench_onnx [--training] ...`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import losses, onnx_export
-from .fast import OUTPUT_NAME, TransformerNet, apply, fast_options, training_step
-from .optimize import layer_plan, pick_device
-from .options import StyleOptions
-from .weights import load_network
+from engine import losses, onnx_export
+from engine.cli.common import ints, names, run_command
+from engine.errors import EngineError
+from engine.fast.inference import apply
+from engine.fast.net import OUTPUT_NAME, TransformerNet
+from engine.fast.training import fast_options, training_step
+from engine.model import prepare_network
+from engine.options import StyleOptions
+from engine.tensors import pick_device
+from engine.weights import load_network
+
+from . import machine, timings, write_json
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_onnx", description=__doc__.split("\n\n")[0])
+    p.add_argument("--feature-sizes", type=ints, default=(256, 512))
+    p.add_argument("--widths", type=names, default=("default", "small"))
+    p.add_argument("--weights", default="packaged", help="feature-network weights (speed is the same for random)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--training", action="store_true", help="also time fast-mode training steps (slow on a CPU)")
+    p.add_argument("--json-out", default="docs/bench-onnx.json")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(report, build_parser().parse_args(argv), "bench_onnx")
+
+
+def report(args: argparse.Namespace) -> int:
+    """Run, print the table, write the JSON."""
+    if args.repeat < 1:
+        raise EngineError("--repeat must be at least 1")
+    result = run(args)
+    print(f"{'test':48} {'backend':36} {'size':>10} {'best s':>8} {'median s':>9} {'best /s':>8}")
+    for r in result["rows"]:
+        print(f"{r['test']:48} {r['backend']:36} {r['size']:>10} {r['seconds_best']:8.3f} "
+              f"{r['seconds_median']:9.3f} {r['per_second_best']:8.2f}")
+    print(f"load average (start, end): {result['machine']['load_average_start_end']}")
+    print(f"wrote {write_json(result, args.json_out)}")
+    return 0
 
 
 def timed(fn, repeat: int) -> dict:
@@ -30,12 +68,7 @@ def timed(fn, repeat: int) -> dict:
 
     The best run is the headline: on a shared machine other jobs only ever add time.
     """
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+    times = timings(fn, repeat)
     best = min(times)
     return {"seconds_best": round(best, 4), "seconds_median": round(statistics.median(times), 4),
             "per_second_best": round(1 / best, 3)}
@@ -104,18 +137,15 @@ def bench_fast(sizes: list[tuple[int, int]], widths: list[str], repeat: int, fol
 
 def bench_training(crops: list[int], batch: int, repeat: int, weights: str, device: str) -> list[dict]:
     """Seconds per fast-mode training step (transformer + VGG-16 losses, forward and backward)."""
-    torch_device = pick_device(device)
-    options = fast_options(StyleOptions(weights=weights))
-    net = load_network("vgg16", weights, "max")
-    plan = layer_plan(net, options)
-    net = net.truncated(plan[0] + plan[1]).to(torch_device)
+    options = fast_options(StyleOptions(weights=weights, device=device))
+    net, plan, torch_device = prepare_network(options)
     rows = []
     for crop in crops:
         transformer = TransformerNet().to(torch_device)
         optimizer = torch.optim.Adam(transformer.parameters())
         batch_t = torch.rand(batch, 3, crop, crop, device=torch_device)
         with torch.no_grad():
-            grams = {name: losses.gram(f) for name, f in net(batch_t[:1], plan[1]).items()}
+            grams = {name: losses.gram(f) for name, f in net(batch_t[:1], plan.style).items()}
 
         def step():
             training_step(transformer, net, optimizer, batch_t, grams, options, plan)  # its float() waits for a GPU
@@ -135,14 +165,14 @@ def run(args: argparse.Namespace) -> dict:
         rows += bench_training([128, 256], 2, args.repeat, args.weights, args.device)
     return {
         "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            **machine(),
             "onnxruntime_cuda": onnx_export.cuda_works(),
             "load_average_start_end": [round(started, 2), round(os.getloadavg()[0], 2)],
         },
         "repeat": args.repeat,
         "rows": rows,
     }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import EngineError
-from .options import JsonOptions
+from ..errors import EngineError
+from ..options import JsonOptions
 
 # Channels of the three resolutions of the transformation network.
 WIDTHS = {"default": (32, 64, 128), "small": (16, 32, 64)}

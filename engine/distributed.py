@@ -1,0 +1,357 @@
+"""A shot across many machines: the frames of a sequence stylized as Ray tasks.
+
+Ray (an optional dependency, the `cluster` extra) schedules, retries and moves
+data; this module only decides what a task is.  The same code runs on a
+laptop (a local Ray started on demand), on a cluster (`ray start --head`, then
+`ray start --address` on each node) and in CI.
+
+Temporal coherence ties each frame to the previous stylized one, so a shot is
+cut into chunks of consecutive frames.  Each chunk also stylizes `overlap`
+frames before its own first frame (a lead-in that starts it from a settled
+state); those frames are stylized by both neighbours and cross-faded, so no
+chunk border shows a jump.  Without temporal coherence every frame is its own
+chunk.  Fast mode trains once (on whichever node Ray picks) and applies the
+model in the chunks.
+
+Files: every node must see `out_dir` (shared storage).  Each chunk writes its
+frames as float32 `.npy` files under `out_dir/.chunks/<chunk>/` as soon as
+they are done, so a task retried after its node died resumes from the last
+finished frame: finished frames are never recomputed.  The final frames are
+composed by the driver.  A record of the settings (`.neural-style-sequence.json`)
+makes a rerun with the same settings resume, and one with other settings
+start over.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import Cancelled, EngineError
+from .files import atomic_write
+from .fingerprints import array_digest, data_digest
+from .options import JsonOptions, StyleOptions
+from .progress import CancelFn, Progress, ProgressFn
+
+RECORD = ".neural-style-sequence.json"
+CHUNKS = ".chunks"
+# Seconds between looks at the chunk folders for newly finished frames (per-frame progress).
+POLL = 0.5
+# Seconds to wait for a head node's port to answer before saying it cannot be reached.
+CONNECT_TIMEOUT = 10
+
+
+@dataclass(frozen=True)
+class ClusterOptions(JsonOptions):
+    """Where and how a sequence is spread.
+
+    `address`: None or "local" starts a Ray on this machine, "auto" joins the
+    cluster this machine belongs to, "host:port" joins that head node.
+    `chunk`/`overlap`: frames per task and frames cross-faded between chunks
+    (temporal coherence only).  `retries`: how often a task is rerun after the
+    node running it died.  `gpus`: GPUs each task asks Ray for (0 = CPU tasks).
+    """
+
+    _label = "cluster option"
+
+    address: str | None = None
+    chunk: int = 8
+    overlap: int = 2
+    retries: int = 3
+    gpus: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.chunk < 1:
+            raise EngineError(f"chunk must be at least 1 frame, got {self.chunk}")
+        if not 0 <= self.overlap < self.chunk:
+            raise EngineError(f"overlap must be between 0 and chunk - 1 ({self.chunk - 1}), got {self.overlap}")
+        if self.retries < 0 or not 0 <= self.gpus <= 64:
+            raise EngineError("retries must not be negative and gpus must be between 0 and 64")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Frames `start:stop` belong to this chunk; it stylizes `lead:stop`, `lead <= start`."""
+
+    index: int
+    lead: int
+    start: int
+    stop: int
+
+    @property
+    def frames(self) -> range:
+        return range(self.lead, self.stop)
+
+    @property
+    def name(self) -> str:
+        return f"{self.index:05d}"
+
+
+def plan_chunks(count: int, chunk: int, overlap: int) -> list[Chunk]:
+    """Consecutive chunks of `chunk` frames, each after the first led in by `overlap` earlier frames."""
+    return [
+        Chunk(i, max(0, start - overlap), start, min(start + chunk, count))
+        for i, start in enumerate(range(0, count, chunk))
+    ]
+
+
+def fade_weight(chunk: Chunk, frame: int) -> float:
+    """Share of `chunk`'s own result in a lead-in frame: rises over the overlap, 1 on owned frames."""
+    if frame >= chunk.start:
+        return 1.0
+    return (frame - chunk.lead + 1) / (chunk.start - chunk.lead + 1)
+
+
+@dataclass
+class SequenceResult:
+    written: list[Path]
+    skipped: list[Path]
+    failed: dict[str, str]  # frame file name -> why it could not be made
+    seconds: float
+    nodes: int
+
+
+def stylize_sequence(
+    frames: list[Path],
+    styles: list[np.ndarray],
+    options: StyleOptions,
+    temporal,
+    out_dir: str | Path,
+    cluster: ClusterOptions | None = None,
+    vectors: list[Path] | None = None,
+    suffix: str = ".png",
+    fast=None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+) -> SequenceResult:
+    """Stylize `frames` (paths) into `out_dir/<stem><suffix>` on a Ray cluster; see the module text.
+
+    `temporal` is a `TemporalOptions`; `fast` a `FastOptions` for fast mode
+    (None = optimisation).  Returns what was written, what was already there
+    and, per frame, why a frame could not be made (empty when all are present).
+    """
+    from .temporal import TemporalOptions
+
+    cluster = cluster or ClusterOptions()
+    temporal = temporal or TemporalOptions()
+    if not frames:
+        raise EngineError("the sequence has no frames")
+    if vectors is not None and len(vectors) != len(frames):
+        raise EngineError(f"{len(vectors)} motion-vector files for {len(frames)} frames; give one per frame")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outputs = [out_dir / f"{Path(p).stem}{suffix}" for p in frames]
+    record = {
+        "styles": [array_digest(s) for s in styles],
+        "options": options.to_dict(),
+        "temporal": temporal.to_dict(),
+        "fast": fast.to_dict() if fast is not None else None,
+        "frames": [_file_key(p) for p in frames],
+        "vectors": [_file_key(p) for p in vectors] if vectors else None,
+        "chunk": [cluster.chunk, cluster.overlap] if temporal.enabled else [1, 0],
+    }
+    fingerprint = data_digest(record)
+    work = out_dir / CHUNKS
+    if _recorded(out_dir) != fingerprint:
+        shutil.rmtree(work, ignore_errors=True)
+        for path in outputs:
+            path.unlink(missing_ok=True)
+        with atomic_write(out_dir / RECORD) as tmp:
+            tmp.write_text(json.dumps({"fingerprint": fingerprint, **record}, indent=1, default=str))
+    skipped = [p for p in outputs if p.is_file()]
+    chunk, overlap = (cluster.chunk, cluster.overlap) if temporal.enabled else (1, 0)
+    chunks = [c for c in plan_chunks(len(frames), chunk, overlap) if not all(outputs[i].is_file() for i in range(c.start, c.stop))]
+    started = time.perf_counter()
+    ray = connect(cluster.address)
+    nodes = len([n for n in ray.nodes() if n.get("Alive")])
+    failed: dict[str, str] = {}
+    if chunks:
+        job = {
+            "frames": [str(p) for p in frames],
+            "vectors": [str(p) for p in vectors] if vectors else None,
+            "options": options.to_dict(),
+            "temporal": temporal.to_dict(),
+            "work": str(work),
+        }
+        if fast is not None:
+            job["model"] = _train_fast(ray, frames, styles, options, fast, out_dir, cluster)
+        failed = _run_chunks(ray, job, ray.put(styles), chunks, cluster, progress, cancel, started)
+    written = _compose(chunks, outputs, work, failed, len(frames))
+    if not failed:
+        shutil.rmtree(work, ignore_errors=True)
+    return SequenceResult(written, skipped, failed, time.perf_counter() - started, nodes)
+
+
+def connect(address: str | None):
+    """The `ray` module, connected to `address` (see `ClusterOptions`); an EngineError if Ray is missing."""
+    try:
+        import ray
+    except ImportError:
+        raise EngineError("distributed runs need Ray: pip install 'neural-style-engine[cluster]'") from None
+    if not ray.is_initialized():
+        if address not in (None, "", "local", "auto"):
+            _check_reachable(address)
+        kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+        try:
+            if address in (None, "", "local"):
+                ray.init(**kwargs)
+            else:
+                ray.init(address=address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise EngineError(f"cannot reach the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
+    return ray
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, not after Ray's minutes of retries, when nothing listens at host:port."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=CONNECT_TIMEOUT):
+            pass
+    except ValueError:
+        raise EngineError(f"a Ray address is HOST:PORT, 'auto' or 'local', got {address!r}") from None
+    except OSError as exc:
+        raise EngineError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
+
+
+def _file_key(path) -> list:
+    stat = Path(path).stat()
+    return [Path(path).name, stat.st_size, stat.st_mtime_ns]
+
+
+def _recorded(out_dir: Path) -> str | None:
+    try:
+        return json.loads((out_dir / RECORD).read_text()).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _resources(cluster: ClusterOptions) -> dict:
+    return {"num_gpus": cluster.gpus} if cluster.gpus else {"num_cpus": 1}
+
+
+def _train_fast(ray, frames, styles, options: StyleOptions, fast, out_dir: Path, cluster: ClusterOptions) -> str:
+    """Train the fast-mode model once, as a Ray task; the model lands on shared storage."""
+    model_dir = out_dir / ".model"
+    model_dir.mkdir(exist_ok=True)
+    task = ray.remote(max_retries=cluster.retries, **_resources(cluster))(_train_task)
+    try:
+        return ray.get(task.remote([str(p) for p in frames], styles[0], options.to_dict(), fast.to_dict(), str(model_dir)))
+    except ray.exceptions.RayTaskError as exc:
+        raise _unwrap(exc) from None
+
+
+def _run_chunks(ray, job, styles, chunks, cluster, progress, cancel, started) -> dict[str, str]:
+    """Submit every chunk, report frames as they arrive, retry on node loss (Ray), collect failures."""
+    task = ray.remote(max_retries=cluster.retries, retry_exceptions=False, **_resources(cluster))(_chunk_task)
+    pending = {task.remote(job, c.__dict__, styles): c for c in chunks}
+    total = sum(len(c.frames) for c in chunks)
+    failed: dict[str, str] = {}
+    reported = -1
+    while pending:
+        if cancel is not None and cancel():
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise Cancelled("cancelled")
+        done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=POLL)
+        for ref in done:
+            chunk = pending.pop(ref)
+            try:
+                ray.get(ref)
+            except Exception as exc:  # noqa: BLE001 - a task's failure is reported per frame, the run goes on
+                reason = str(_unwrap(exc)).splitlines()[0] if str(exc) else type(exc).__name__
+                for i in range(chunk.start, chunk.stop):
+                    failed[Path(job["frames"][i]).name] = reason
+        finished = sum(len(list((Path(job["work"]) / c.name).glob("*.npy"))) for c in chunks)
+        if progress is not None and finished != reported:
+            reported = finished
+            progress(Progress(iteration=finished, total=total, losses={}, elapsed=time.perf_counter() - started,
+                              kind="frame", frame=finished, frames=total))
+    return failed
+
+
+def _unwrap(exc: Exception) -> Exception:
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, Exception) else exc
+
+
+def _chunk_path(work: Path, chunk: Chunk, frame: int) -> Path:
+    return work / chunk.name / f"{frame:06d}.npy"
+
+
+def _chunk_task(job: dict, chunk_fields: dict, styles: list[np.ndarray]) -> int:
+    """Stylize one chunk's frames in order, resuming after the last frame already on disk."""
+    from .temporal import TemporalOptions, frame_motion, read_frame, stylize_frame
+
+    chunk = Chunk(**chunk_fields)
+    work = Path(job["work"])
+    (work / chunk.name).mkdir(parents=True, exist_ok=True)
+    options = StyleOptions.from_dict(job["options"])
+    temporal = TemporalOptions.from_dict(job["temporal"])
+    vectors = job["vectors"]
+    before = None  # (Frame, stylized result) of the previous frame
+    made = 0
+    for index in chunk.frames:
+        frame = read_frame(job["frames"][index], vectors[index] if vectors else None)
+        path = _chunk_path(work, chunk, index)
+        if path.is_file():
+            result = np.load(path)
+        else:
+            motion = frame_motion(before[0], frame, temporal) if before and temporal.enabled else None
+            previous = before[1] if before else None
+            if "model" in job:
+                result = _fast_frame(job["model"], frame.content, options, temporal, previous, motion)
+            else:
+                result = stylize_frame(frame.content, styles, options, temporal, previous, motion)
+            with atomic_write(path) as tmp:
+                np.save(tmp, result.astype(np.float32))
+            made += 1
+        before = (frame, result)
+    return made
+
+
+def _fast_frame(model: str, content, options: StyleOptions, temporal, previous, motion) -> np.ndarray:
+    from .fast.inference import apply
+    from .temporal import blend_previous
+
+    result = apply(model, content, options.device, options.size)
+    if temporal.enabled and previous is not None and motion is not None:
+        result = blend_previous(result, previous, motion, temporal.blend)
+    return result
+
+
+def _train_task(frames: list[str], style: np.ndarray, options: dict, fast: dict, model_dir: str) -> str:
+    from .fast.options import FastOptions
+    from .fast.training import train
+
+    return str(train(frames, style, StyleOptions.from_dict(options), FastOptions.from_dict(fast), model_dir))
+
+
+def _compose(chunks: list[Chunk], outputs: list[Path], work: Path, failed: dict[str, str], count: int) -> list[Path]:
+    """Write the final frames: each owned frame, cross-faded with the next chunk's lead-in where it has one."""
+    from .images import write_image
+
+    by_frame: dict[int, list[tuple[Chunk, Path]]] = {}
+    for chunk in chunks:
+        for index in chunk.frames:
+            path = _chunk_path(work, chunk, index)
+            if path.is_file():
+                by_frame.setdefault(index, []).append((chunk, path))
+    written = []
+    for index, parts in sorted(by_frame.items()):
+        owner = [(c, p) for c, p in parts if c.start <= index < c.stop]
+        if not owner or outputs[index].name in failed:
+            continue
+        image = np.load(owner[0][1])
+        for chunk, path in parts:
+            if chunk.lead <= index < chunk.start:  # the next chunk's lead-in: fade it in
+                share = fade_weight(chunk, index)
+                image = (1 - share) * image + share * np.load(path)
+        written.append(write_image(outputs[index], image.astype(np.float32)))
+    return written

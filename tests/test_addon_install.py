@@ -1,0 +1,212 @@
+"""Install Dependencies, the way a user meets it.
+
+The extension zip is built with Blender's own tool (from a copy of this tree
+with stray files beside it, as a fresh clone has after the README's demo),
+installed into a fresh `BLENDER_USER_RESOURCES` by a separate Blender process,
+and the add-on's Worker Python is pointed at a bare venv (`python -m venv`,
+nothing installed).  The add-on's installer then fills the extension's user
+folder with pip (torch from the local CPU wheel pip is configured with, the
+rest from PyPI), checks that the worker imports everything, and a real
+stylize job runs with only that.  The refusals run in this process: online
+access off, a pip that fails, a cancel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import addon_support as support
+import pytest
+
+import bpy
+from neural_style_addon import dependencies, preferences
+from neural_style_addon.errors import StyleError
+from neural_style_addon.worker_client import WorkerConfig
+
+ROOT = support.ROOT
+BLENDER_EXT = Path(bpy.utils.system_resource("SCRIPTS")) / "addons_core" / "bl_pkg" / "cli" / "blender_ext.py"
+SOURCE_IGNORED = shutil.ignore_patterns(".venv", ".git", "__pycache__", ".pytest_cache", "*.egg-info", "out", "dist",
+                                        "build")
+
+INSTALL_AND_STYLIZE = r"""
+import json, os, sys, time
+import bpy
+import numpy as np
+
+zip_path, style_path, worker_python = sys.argv[1:4]
+bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
+module = "bl_ext.user_default.neural_style"
+addon = sys.modules[module + ".neural_style_addon"]
+bpy.context.preferences.addons[module].preferences.python_path = worker_python
+bpy.context.preferences.system.use_online_access = True  # Install Dependencies downloads from PyPI
+report = {"site_packages": addon.preferences.site_packages()}
+
+start = time.monotonic()
+install = addon.preferences.install_dependencies()
+seen = []
+while not install.finished:  # what the modal operator shows, sampled the same way
+    if not seen or seen[-1] != install.status.text:
+        seen.append(install.status.text)
+    time.sleep(0.25)
+report["modules"] = install.wait()
+report["install_seconds"] = round(time.monotonic() - start, 1)
+report["statuses"] = seen
+report["command"] = install.command
+report["worker_python"] = addon.preferences.worker_config().python
+
+# A real job on the installed packages: packaged VGG-16 weights, a tiny image.
+y, x = np.mgrid[0:24, 0:32] / 32.0
+pixels = np.stack([x, y, 0.5 + 0 * x, 1 + 0 * x], -1).astype(np.float32)
+photo = bpy.data.images.new("photo", 32, 24)
+photo.pixels.foreach_set(pixels.ravel())
+result = addon.api.stylize_image([style_path], source="IMAGE", image=photo,
+                                 options={"size": 32, "iterations": 3, "seed": 0})
+out = np.empty(len(result.pixels), dtype=np.float32)
+result.pixels.foreach_get(out)
+report["result_size"] = list(result.size)
+report["result_change"] = float(np.abs(out.reshape(24, 32, 4)[..., :3] - pixels[..., :3]).mean())
+print("REPORT " + json.dumps(report))
+"""
+
+
+def blender_ext(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(BLENDER_EXT), *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory) -> Path:
+    """The zip, built from a copy of this tree that holds what a fresh clone holds after the README's demo
+    and a bit of work: a demo output, notes, a stray script and renders at the top level."""
+    source = tmp_path_factory.mktemp("clone") / "neural-style"
+    shutil.copytree(ROOT, source, ignore=SOURCE_IGNORED)
+    support.write_style(source / "stylized.png")
+    (source / "out").mkdir()
+    support.write_style(source / "out" / "stylized.png")
+    (source / "notes.txt").write_text("todo\n")
+    (source / "scratch.py").write_text("print('hi')\n")
+    (source / "renders").mkdir()
+    support.write_style(source / "renders" / "frame_0001.png")
+    out = tmp_path_factory.mktemp("build") / "neural_style.zip"
+    done = blender_ext("build", "--source-dir", str(source), "--output-filepath", str(out))
+    assert done.returncode == 0, done.stdout + done.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def bare_python(tmp_path_factory) -> str:
+    """A venv with nothing but pip: the worker's packages can only come from Install Dependencies."""
+    folder = tmp_path_factory.mktemp("bare") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True, timeout=300)
+    python = str(folder / "bin" / "python")
+    listed = subprocess.run([python, "-m", "pip", "list", "--format=json"], capture_output=True, text=True, timeout=120)
+    assert {item["name"] for item in json.loads(listed.stdout)} <= {"pip", "setuptools"}
+    return python
+
+
+def test_zip_leaves_out_stray_files_and_carries_the_requirements(package):
+    names = zipfile.ZipFile(package).namelist()
+    assert {name.split("/")[0] for name in names} == {"blender_manifest.toml", "__init__.py", "neural_style_addon", "engine"}
+    assert {"engine/requirements.txt", "engine/constraints.txt", "neural_style_addon/dependencies.py"} <= set(names)
+
+
+def test_install_dependencies_into_a_bare_python_then_stylize(package, bare_python, tmp_path):
+    style = support.write_style(tmp_path / "style.png")
+    env = {**os.environ, "BLENDER_USER_RESOURCES": tempfile.mkdtemp(prefix="neural-style-install-")}
+    done = subprocess.run([sys.executable, "-c", INSTALL_AND_STYLIZE, str(package), str(style), bare_python],
+                          capture_output=True, text=True, env=env, timeout=1200, cwd=str(tmp_path))
+    lines = [line for line in done.stdout.splitlines() if line.startswith("REPORT ")]
+    assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(lines[0][len("REPORT "):])
+    print(f"Install Dependencies took {report['install_seconds']} s")
+    site = report["site_packages"]
+    # Into the extension's user folder of the fresh user resources, with the worker's (bare) Python.
+    assert site.startswith(env["BLENDER_USER_RESOURCES"]) and "extensions" in site
+    assert report["command"][0] == bare_python and report["command"][report["command"].index("--target") + 1] == site
+    assert os.path.isdir(os.path.join(site, "torch")) and os.path.isdir(os.path.join(site, "cv2"))
+    assert report["worker_python"] == bare_python
+    # The worker imported everything, the lazily imported fast-mode and temporal packages included.
+    assert {"torch", "numpy", "PIL", "cv2", "OpenEXR", "onnxruntime", "onnx", "tqdm"} <= set(report["modules"])
+    assert report["modules"]["torch"].startswith("2.13.0")  # the tested pin (engine/constraints.txt)
+    assert any(text.startswith("collecting") for text in report["statuses"])
+    assert report["statuses"][-1].startswith("installed and checked")
+    # The job ran on the bare Python plus the installed folder.
+    assert report["result_size"] == [32, 24] and report["result_change"] > 0.01
+    # The bare venv itself is still bare.
+    assert subprocess.run([bare_python, "-c", "import torch"], capture_output=True, timeout=120).returncode != 0
+
+
+def test_online_access_off_refuses_in_one_sentence_and_installs_nothing():
+    assert bpy.app.online_access is False  # the bpy module's default
+    before = os.path.exists(preferences.site_packages())
+    with pytest.raises(StyleError) as refused:
+        preferences.install_dependencies()
+    message = str(refused.value)
+    assert message == dependencies.OFFLINE and "\n" not in message and ". " not in message
+    assert "Allow Online Access" in message
+    assert os.path.exists(preferences.site_packages()) == before
+    with pytest.raises(RuntimeError, match="Online access is off"):
+        bpy.ops.neural_style.install_dependencies()
+
+
+def requirement_files(folder: Path, requirement: str, pin: str) -> tuple[str, str]:
+    (folder / "requirements.txt").write_text(f"# why\n{requirement}\n")
+    (folder / "constraints.txt").write_text(f"{pin}\n")
+    return str(folder / "requirements.txt"), str(folder / "constraints.txt")
+
+
+def test_a_failing_pip_says_what_failed_and_changes_nothing(tmp_path):
+    target = tmp_path / "site-packages"
+    target.mkdir()
+    (target / "kept.txt").write_text("from an earlier install")
+    requirements, constraints = requirement_files(tmp_path, "tqdm>=4.66", "tqdm==0.0.1")  # no such release
+    install = dependencies.Install(WorkerConfig(sys.executable, ()), str(target), requirements, constraints, online=True)
+    with pytest.raises(dependencies.DependencyError) as failed:
+        install.wait()
+    message = str(failed.value)
+    assert message.startswith("pip failed (exit code 1): ") and "tqdm==0.0.1" in message, message
+    assert "\n" not in message
+    assert [path.name for path in target.iterdir()] == ["kept.txt"]
+
+
+def test_pip_failure_picks_the_line_that_says_what_went_wrong():
+    output = ["Collecting torch==2.13.0", "ERROR: Cannot install torch==2.13.0 because these package versions have "
+              "conflicting dependencies.", "", "The conflict is caused by:", "    numpy<1",
+              "ERROR: ResolutionImpossible: for help visit https://pip.pypa.io/en/latest/topics/dependency-resolution"]
+    assert dependencies.pip_failure(output) == ("Cannot install torch==2.13.0 because these package versions have "
+                                                "conflicting dependencies: numpy<1")
+    assert dependencies.pip_failure(["Collecting x", "Killed", ""]) == "Killed"
+
+
+def test_cancel_kills_pip_and_leaves_the_folder_as_it_was(tmp_path):
+    target = tmp_path / "site-packages"
+    requirements = str(ROOT / "engine" / "requirements.txt")
+    constraints = str(ROOT / "engine" / "constraints.txt")
+    install = dependencies.Install(WorkerConfig(sys.executable, ()), str(target), requirements, constraints, online=True)
+    deadline = time.monotonic() + 120
+    while not install.status.text.startswith("collecting") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert install._process is not None, install.status.text
+    install.cancel()
+    with pytest.raises(dependencies.DependencyError, match="cancelled"):
+        install.wait()
+    assert install._process.poll() is not None  # pip is gone
+    assert not target.exists()
+
+
+def test_the_worker_check_names_a_missing_package(tmp_path):
+    """The check the installer ends with, against an engine that needs one package more than this Python has."""
+    shutil.copytree(ROOT / "engine", tmp_path / "engine", ignore=SOURCE_IGNORED)
+    with open(tmp_path / "engine" / "requirements.txt", "a") as fh:
+        fh.write("# A package nobody has.\nno-such-package-for-neural-style\n")
+    with pytest.raises(dependencies.DependencyError) as failed:
+        dependencies.check(WorkerConfig(sys.executable, (str(tmp_path),)), timeout=120)
+    assert str(failed.value).startswith("the Python running the engine lacks no-such-package-for-neural-style")
+    assert dependencies.check(WorkerConfig(sys.executable, (str(ROOT),)), timeout=120)["cv2"]

@@ -1,0 +1,155 @@
+"""A shot on a real Ray cluster: a head and a second node started on this machine with `ray start`.
+
+The second node is killed while it holds frames in flight; Ray reruns them on
+the head, frames already on shared storage are not recomputed, and the result
+equals a run on the head alone.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.distributed import CHUNKS, Chunk, ClusterOptions, fade_weight, plan_chunks
+from engine.errors import EngineError
+from engine.images import read_image, write_image
+
+RAY = Path(sys.executable).with_name("ray")
+CLI = Path(sys.executable).with_name("neural-style")
+STYLE = Path(__file__).resolve().parents[1] / "engine" / "samples" / "style.png"
+
+
+def test_chunks_cover_every_frame_once_with_lead_ins():
+    chunks = plan_chunks(10, 4, 2)
+    assert [(c.lead, c.start, c.stop) for c in chunks] == [(0, 0, 4), (2, 4, 8), (6, 8, 10)]
+    owned = [i for c in chunks for i in range(c.start, c.stop)]
+    assert owned == list(range(10))
+    assert [(c.lead, c.start, c.stop) for c in plan_chunks(3, 1, 0)] == [(0, 0, 1), (1, 1, 2), (2, 2, 3)]
+
+
+def test_lead_in_fades_in_over_the_overlap():
+    chunk = Chunk(1, 2, 4, 8)
+    assert [fade_weight(chunk, i) for i in (2, 3, 4, 7)] == [pytest.approx(1 / 3), pytest.approx(2 / 3), 1.0, 1.0]
+
+
+@pytest.mark.parametrize("fields", [dict(chunk=0), dict(chunk=4, overlap=4), dict(retries=-1), dict(gpus=-1)])
+def test_cluster_options_are_checked(fields):
+    with pytest.raises(EngineError):
+        ClusterOptions(**fields)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head node and a second node on this machine (loopback only), token authentication on."""
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must stay under 107 bytes
+    port = _free_port()
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--object-store-memory=100000000"]
+    subprocess.run([RAY, "start", "--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}",
+                    "--disable-usage-stats", *common], env=env, check=True, capture_output=True, timeout=180)
+    address = f"127.0.0.1:{port}"
+    node = subprocess.Popen([RAY, "start", f"--address={address}", "--block", *common], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_for_nodes(address, env, 2)
+        yield {"address": address, "env": env, "node": node}
+    finally:
+        if node.poll() is None:
+            os.killpg(node.pid, signal.SIGKILL)
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _wait_for_nodes(address: str, env: dict, count: int) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        status = subprocess.run([RAY, "status", f"--address={address}"], env=env, capture_output=True, text=True)
+        active = status.stdout.split("Active:")[-1].split("Pending:")[0]
+        if active.count("node_") >= count:
+            return
+        time.sleep(2)
+    raise RuntimeError(f"the Ray cluster did not reach {count} nodes")
+
+
+@pytest.fixture(scope="module")
+def shot(tmp_path_factory) -> Path:
+    """Six frames of a square moving over a gradient, as a renderer would write them."""
+    folder = tmp_path_factory.mktemp("shot")
+    y, x = np.mgrid[0:24, 0:32] / 32.0
+    for i in range(6):
+        frame = np.stack([0.2 + 0.5 * x, 0.3 + 0.4 * y, 0.6 - 0.3 * x], axis=2).astype(np.float32)
+        frame[8:16, 3 + 4 * i : 11 + 4 * i] = (0.9, 0.8, 0.2)
+        write_image(folder / f"frame_{i + 1:04d}.png", frame)
+    return folder
+
+
+def stylize_sequence(shot: Path, out: Path, address: str, env: dict, **popen) -> subprocess.Popen:
+    args = [CLI, "stylize-sequence", str(shot), str(STYLE), "-o", str(out), "--ray", address, "--chunk", "2",
+            "--overlap", "1", "--flow", "opencv", "--weights", "random", "--size", "32", "-n", "3", "--seed", "1",
+            "--scales", "1", "--quiet"]
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def test_a_node_dies_mid_shot_and_the_shot_completes(cluster, shot, tmp_path):
+    out = tmp_path / "distributed"
+    killed = threading.Event()
+
+    def kill_second_node_when_work_lands() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not killed.is_set():
+            if list((out / CHUNKS).glob("*/*.npy")):
+                os.killpg(cluster["node"].pid, signal.SIGKILL)
+                killed.set()
+                return
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=kill_second_node_when_work_lands, daemon=True)
+    watcher.start()
+    run = stylize_sequence(shot, out, cluster["address"], cluster["env"])
+    _, err = run.communicate(timeout=400)
+    assert run.returncode == 0, err
+    assert killed.is_set(), "the second node was never killed: the test did not test a failure"
+    frames = sorted(p.name for p in out.glob("*.png"))
+    assert frames == [f"frame_{i:04d}.png" for i in range(1, 7)]
+    assert not (out / CHUNKS).exists()  # intermediate frames are cleared once the shot is complete
+
+    # The same shot on the head alone (the second node is gone): identical frames.
+    single = tmp_path / "single"
+    run = stylize_sequence(shot, single, cluster["address"], cluster["env"])
+    _, err = run.communicate(timeout=400)
+    assert run.returncode == 0, err
+    for name in frames:
+        np.testing.assert_array_equal(read_image(out / name), read_image(single / name))
+
+    # A rerun with the same settings finds every frame done and rewrites nothing.
+    stamps = {name: (out / name).stat().st_mtime_ns for name in frames}
+    run = stylize_sequence(shot, out, cluster["address"], cluster["env"])
+    _, err = run.communicate(timeout=400)
+    assert run.returncode == 0, err
+    assert {name: (out / name).stat().st_mtime_ns for name in frames} == stamps
+
+
+def test_a_bad_address_is_one_sentence(shot, tmp_path):
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    run = stylize_sequence(shot, tmp_path / "out", f"127.0.0.1:{_free_port()}", env)
+    _, err = run.communicate(timeout=300)
+    assert run.returncode == 2
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("neural-style: error: cannot reach the Ray cluster")
