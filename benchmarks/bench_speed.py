@@ -11,7 +11,9 @@
    load average is recorded with every run (the CPU may be shared).
 2. Time to quality: whole-process wall time of `neural-style stylize` with its
    default settings (a fresh cache holding only the weights, so the first-run
-   costs are paid) against the plain loop's 300 iterations, on procedural image
+   costs are paid) against the plain loop's 300 iterations, the two started
+   together so they share the machine's load (the first to finish leaves the
+   CPU to the other, which favours the plain loop), on procedural image
    pairs the tests do not use (`benchmarks/speed_images.py`).  Both results are
    written as 8-bit PNGs and scored the same way: the plain loop's formulation
    (`F.mse_loss` of features and of Grams) on the same network, combined with
@@ -78,42 +80,46 @@ def write_pair(name: str, size: int, folder: Path) -> tuple[Path, Path]:
     return paths
 
 
-def run_plain(content: Path, style: Path, out: Path, steps: int, timeout: float) -> dict:
-    """The plain loop as a whole process: interpreter start to written PNG."""
-    curve = out.with_suffix(".curve.json")
-    cmd = [sys.executable, "-m", "benchmarks.bench_speed", "--child-plain",
-           json.dumps({"content": str(content), "style": str(style), "out": str(out), "steps": steps,
-                       "curve": str(curve)})]
-    return _timed(cmd, timeout) | ({"curve": json.loads(curve.read_text())} if curve.is_file() else {})
+def plain_command(content: Path, style: Path, out: Path, steps: int) -> list[str]:
+    """The plain loop as a whole process: interpreter start to written PNG (its curve beside the PNG)."""
+    return [sys.executable, "-m", "benchmarks.bench_speed", "--child-plain",
+            json.dumps({"content": str(content), "style": str(style), "out": str(out), "steps": steps,
+                        "curve": str(out.with_suffix(".curve.json"))})]
 
 
-def run_engine(content: Path, style: Path, out: Path, cache: Path, timeout: float, extra: list[str]) -> dict:
-    """`neural-style stylize` with default settings as a whole process (fresh cache with only the weights)."""
-    cmd = [sys.executable, "-m", "engine.cli", "stylize", str(content), str(style), "-o", str(out),
-           "--cache-dir", str(cache), "--json", *extra]
-    result = _timed(cmd, timeout)
-    try:
-        result["summary"] = json.loads(result.pop("stdout").strip().splitlines()[-1])
-    except (KeyError, ValueError, IndexError):
-        pass
-    return result
+def engine_command(content: Path, style: Path, out: Path, cache: Path, extra: list[str]) -> list[str]:
+    """`neural-style stylize` with default settings as a whole process."""
+    return [sys.executable, "-m", "engine.cli", "stylize", str(content), str(style), "-o", str(out),
+            "--cache-dir", str(cache), "--json", *extra]
 
 
-def _timed(cmd: list[str], timeout: float) -> dict:
+def side_by_side(commands: dict[str, list[str]], timeout: float) -> dict[str, dict]:
+    """Start the commands together, so they share whatever else loads the machine; time each to its exit.
+
+    The first to finish leaves the CPU to the others, which favours the slower one.
+    """
     load = _load()
-    start, cpu = time.perf_counter(), os.times()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=timeout, cwd=ROOT)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s", "load_before": load}
-    wall = time.perf_counter() - start
-    end = os.times()
-    result = {"wall_s": round(wall, 2), "cpu_s": round(end.children_user + end.children_system
-                                                        - cpu.children_user - cpu.children_system, 2),
-              "load_before": load, "load_after": _load(), "stdout": proc.stdout}
-    if proc.returncode:
-        result["error"] = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-    return result
+    start = time.perf_counter()
+    procs = {name: subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                                    cwd=ROOT) for name, cmd in commands.items()}
+    results: dict[str, dict] = {}
+    pending = dict(procs)
+    while pending:
+        for name, proc in list(pending.items()):
+            if proc.poll() is not None:
+                out, err = proc.communicate()
+                results[name] = {"wall_s": round(time.perf_counter() - start, 2), "load_before": load,
+                                 "load_at_exit": _load(), "stdout": out}
+                if proc.returncode:
+                    results[name]["error"] = (err.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+                del pending[name]
+            elif time.perf_counter() - start > timeout:
+                proc.kill()
+                proc.communicate()
+                results[name] = {"error": f"timed out after {timeout:.0f} s", "load_before": load}
+                del pending[name]
+        time.sleep(0.2)
+    return results
 
 
 def plain_child(spec: dict) -> None:
@@ -183,17 +189,24 @@ def time_to_quality(pairs: list[str], sizes: list[int], steps: int, timeout: flo
             for name in pairs:
                 content, style = write_pair(name, size, folder)
                 plain_out, engine_out = folder / f"{name}-{size}-plain.png", folder / f"{name}-{size}-engine.png"
-                print(f"  {name} {size} px: plain loop, {steps} iterations ...", flush=True)
-                plain = run_plain(content, style, plain_out, steps, timeout)
-                print(f"    {plain.get('wall_s', '-')} s (load {plain['load_before']}) {plain.get('error', '')}",
-                      flush=True)
-                for sub in ("grams", "onnx"):
-                    shutil.rmtree(cache / sub, ignore_errors=True)
                 shutil.rmtree(cache / "style-grams", ignore_errors=True)
-                print(f"  {name} {size} px: engine defaults ...", flush=True)
-                engine = run_engine(content, style, engine_out, cache, timeout, engine_args)
-                print(f"    {engine.get('wall_s', '-')} s (load {engine['load_before']}) {engine.get('error', '')}",
+                shutil.rmtree(cache / "onnx", ignore_errors=True)
+                print(f"  {name} {size} px: plain loop ({steps} iterations) beside the engine's defaults ...",
                       flush=True)
+                runs = side_by_side({"plain": plain_command(content, style, plain_out, steps),
+                                     "engine": engine_command(content, style, engine_out, cache, engine_args)},
+                                    timeout)
+                plain, engine = runs["plain"], runs["engine"]
+                curve = plain_out.with_suffix(".curve.json")
+                if curve.is_file():
+                    plain["curve"] = json.loads(curve.read_text())
+                try:
+                    engine["summary"] = json.loads(engine.pop("stdout").strip().splitlines()[-1])
+                except (KeyError, ValueError, IndexError):
+                    pass
+                for label, res in (("plain", plain), ("engine", engine)):
+                    print(f"    {label}: {res.get('wall_s', '-')} s (load {res['load_before']}) {res.get('error', '')}",
+                          flush=True)
                 plain.pop("stdout", None)
                 row = {"pair": name, "size": size, "plain": plain, "engine": engine}
                 done = {k: p for k, p in (("plain", plain_out), ("engine", engine_out)) if p.is_file()}

@@ -108,14 +108,17 @@ def warping_error(outputs: list[np.ndarray], frames: list[Frame]) -> float:
     return float(np.mean(errors))
 
 
-def style_distance(images: list[np.ndarray], style: np.ndarray, options: StyleOptions) -> float:
-    """Mean weighted style loss of `images` against `style` (lower = more of the style)."""
+def style_distances(runs: dict[str, list[np.ndarray]], style: np.ndarray, options: StyleOptions) -> dict[str, float]:
+    """Mean weighted style loss of each run's images against `style` (lower = more of the style)."""
     net, plan, device = prepare_network(options)
     grams = style_grams(net, [to_tensor(style, device)], [1.0], plan.style, contextlib.nullcontext)
+    distances = {}
     with torch.no_grad():
-        values = [float(losses.style_loss(net(to_tensor(image, device), plan.style), grams, plan.weights))
-                  for image in images]
-    return options.style_weight * float(np.mean(values))
+        for name, images in runs.items():
+            values = [float(losses.style_loss(net(to_tensor(image, device), plan.style), grams, plan.weights))
+                      for image in images]
+            distances[name] = options.style_weight * float(np.mean(values))
+    return distances
 
 
 def run_benchmark(frames: list[Path], style: np.ndarray, options: StyleOptions, temporal: TemporalOptions,
@@ -142,6 +145,7 @@ def run_benchmark(frames: list[Path], style: np.ndarray, options: StyleOptions, 
         blended.append(blend_previous(outputs["independent"][i], blended[-1], motion, FAST_BLEND))
     outputs[fast] = blended
     results[fast] = {"seconds_per_frame": round((time.perf_counter() - start) / len(frames), 3)}
+    distances = style_distances({name: outputs[name] for name in results}, style, options)
     base_flicker, base_follow = static_flicker(outputs["independent"], contents), follow(outputs["independent"], contents)
     for name in results:
         images = outputs[name]
@@ -151,7 +155,7 @@ def run_benchmark(frames: list[Path], style: np.ndarray, options: StyleOptions, 
         entry["follow"] = round(follow(images, contents), 5)
         entry["follow_ratio"] = round(entry["follow"] / base_follow, 3) if base_follow else 0.0
         entry["warping_error"] = round(warping_error(images, truth), 6)
-        entry["style_distance"] = round(style_distance(images, style, options), 4)
+        entry["style_distance"] = round(distances[name], 4)
     results["images"] = outputs
     return results
 

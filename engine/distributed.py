@@ -25,6 +25,7 @@ start over.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import time
@@ -147,6 +148,8 @@ def stylize_sequence(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     outputs = [out_dir / f"{Path(p).stem}{suffix}" for p in frames]
+    if any(o.resolve() == Path(p).resolve() for o, p in zip(outputs, frames)):
+        raise EngineError(f"the output folder {out_dir} would overwrite the frames themselves; choose another folder")
     record = {
         "styles": [array_digest(s) for s in styles],
         "options": options.to_dict(),
@@ -190,19 +193,24 @@ def stylize_sequence(
 
 def connect(address: str | None):
     """The `ray` module, connected to `address` (see `ClusterOptions`); an EngineError if Ray is missing."""
+    remote = address not in (None, "", "local")
+    if remote and "RAY_AUTH_MODE" not in os.environ and _token_known():
+        # A cluster started with token authentication wants the token from every client; Ray reads this
+        # setting when it is imported, so it is set first.
+        os.environ["RAY_AUTH_MODE"] = "token"
     try:
         import ray
     except ImportError:
         raise EngineError("distributed runs need Ray: pip install 'neural-style-engine[cluster]'") from None
     if not ray.is_initialized():
-        if address not in (None, "", "local", "auto"):
+        if remote and address != "auto":
             _check_reachable(address)
-        kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+        kwargs = {"include_dashboard": False, "log_to_driver": False, "logging_level": "warning"}
         try:
-            if address in (None, "", "local"):
-                ray.init(**kwargs)
-            else:
+            if remote:
                 ray.init(address=address, **kwargs)
+            else:
+                ray.init(**kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise EngineError(f"cannot reach the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
     return ray
@@ -218,6 +226,12 @@ def _check_reachable(address: str) -> None:
         raise EngineError(f"a Ray address is HOST:PORT, 'auto' or 'local', got {address!r}") from None
     except OSError as exc:
         raise EngineError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
+
+
+def _token_known() -> bool:
+    """Whether Ray's token authentication has a token here (ray >= 2.52: env, env file or ~/.ray/auth_token)."""
+    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                or (Path.home() / ".ray" / "auth_token").is_file())
 
 
 def _file_key(path) -> list:

@@ -2,9 +2,9 @@
 
 Blender users stylize scene-linear renders, whose highlights go far above 1.0.
 The networks see display images in [0, 1], so `to_display` compresses such an
-image with a fixed, invertible tone curve, and the `restore` it returns applies
-the exact inverse to the stylized result: highlights come back above 1 instead
-of being clipped.
+image with a fixed, invertible tone curve, and the `restore` it returns gives
+the stylized result back the brightness the curve took away: highlights come
+back above 1 instead of being clipped.
 
 The curve works per channel on the engine's sRGB-encoded values (extended sRGB
 above 1, see `engine.images.linear_to_srgb(..., hdr=True)`): the identity up to
@@ -14,11 +14,14 @@ the same slope:
     y = x                                  for x <= KNEE
     y = KNEE + S * u / (u + S),  u = x - KNEE, S = 1 - KNEE   above
 
-so its inverse is x = KNEE + S * t / (S - t), t = y - KNEE.  The curve does
-not depend on the image (frames of a sequence get the same one); `restore`
-limits the result to the input's brightest value, as a stylized pixel at
-(almost) 1 would otherwise expand without bound.  Images with nothing above 1
-pass through unchanged.
+with the inverse x = KNEE + S * t / (S - t), t = y - KNEE (`expand`).
+`restore` multiplies each channel of the stylized result by the gain the curve
+took from that pixel, x / y (1 below the knee), computed at the result's size:
+a pixel the stylization left alone comes back exactly, and a highlight the
+stylization darkened or recoloured keeps that change in proportion instead of
+being blown out or lost.  The result is limited to the input's brightest value.
+The curve does not depend on the image, so frames of a sequence get the same
+one.  Images with nothing above 1 pass through unchanged.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+
+from .images import resize
 
 # sRGB-encoded value where the shoulder starts (linear light about 0.52).
 KNEE = 0.75
@@ -58,8 +63,10 @@ def expand(y: np.ndarray, peak: float) -> np.ndarray:
 def to_display(image: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
     """(display image in [0, 1], restore): `restore(stylized)` brings back the dynamic range.
 
-    Alpha passes through untouched.  For an image without values above 1 the
-    display image is `image` itself and `restore` returns its argument.
+    `stylized` may have another size than `image` (the gain is taken from the
+    display image resized to it).  Alpha passes through untouched.  For an image
+    without values above 1 the display image is `image` itself and `restore`
+    returns its argument.
     """
     if not is_hdr(image):
         return image, lambda result: result
@@ -69,6 +76,8 @@ def to_display(image: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np
 
     def restore(result: np.ndarray) -> np.ndarray:
         result = np.asarray(result, dtype=np.float32)
-        return np.concatenate([expand(result[..., :3], peak), result[..., 3:]], axis=2)
+        shown = resize(display[..., :3], *result.shape[:2])
+        gain = np.divide(expand(shown, peak), shown, out=np.ones_like(shown), where=shown > KNEE)
+        return np.concatenate([np.minimum(result[..., :3] * gain, peak), result[..., 3:]], axis=2)
 
     return display, restore

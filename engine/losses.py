@@ -46,8 +46,15 @@ def _gram_error(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return relative_mse(value, target) / value.shape[0]
 
 
-def tv_loss(image: torch.Tensor) -> torch.Tensor:
-    """Mean squared difference between neighbouring pixels: suppresses high-frequency noise."""
+def tv_loss(image: torch.Tensor, wrap: bool = False) -> torch.Tensor:
+    """Mean squared difference between neighbouring pixels: suppresses high-frequency noise.
+
+    `wrap` (seamless textures) also counts the last column/row against the first.
+    """
+    if wrap:  # --- H9 (issue 15) ---
+        dx = image - image.roll(1, dims=-1)
+        dy = image - image.roll(1, dims=-2)
+        return dx.pow(2).mean() + dy.pow(2).mean()
     dx = image[..., :, 1:] - image[..., :, :-1]
     dy = image[..., 1:, :] - image[..., :-1, :]
     return dx.pow(2).mean() + dy.pow(2).mean()

@@ -164,6 +164,18 @@ class FeatureNet(nn.Module):
         self.features = self.features[:depth]
         return self
 
+    # --- H9 (issue 15) ---
+    def set_padding(self, mode: str) -> "FeatureNet":
+        """Pad every padded conv with "zeros" (the default) or "circular" (the image is a torus:
+        seamless textures, engine/seamless.py).  Exact on a torus for VGG at sides divisible by its stride."""
+        if mode not in ("zeros", "circular"):
+            raise EngineError(f"unknown padding mode {mode!r}")
+        for module in self.features:
+            if isinstance(module, nn.Conv2d) and any(module.padding):
+                module.padding_mode = mode
+        return self
+
+    # --- end H9 ---
     def forward(self, x: torch.Tensor, layers: tuple[str, ...]) -> dict[str, torch.Tensor]:
         wanted = {self.layer_index(name): name for name in layers}
         last = max(wanted)

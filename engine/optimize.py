@@ -3,12 +3,19 @@
 The image itself is the parameter.  `optimize_image` is the unit the tiler
 calls per scale or tile and temporal coherence extends through extra losses;
 the whole run (scales, tiles, colours) is `engine.pipeline.stylize`.
+
+Convergence stop: once the total loss fell by less than `options.stop_tolerance`
+(relative) over the last `STOP_WINDOW` iterations, further iterations change the
+picture too little to pay for themselves (benchmarks/bench_speed.py), so the
+optimisation ends early and the run's progress total shrinks accordingly.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
+
+import logging
 
 import torch
 
@@ -19,6 +26,10 @@ from .progress import Reporter
 from .tensors import Autocast, to_array
 
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
+# Iterations over which the relative loss decrease is compared with `StyleOptions.stop_tolerance`.
+STOP_WINDOW = 10
+
+log = logging.getLogger(__name__)
 
 ExtraLoss = Callable[[torch.Tensor], torch.Tensor]
 
@@ -45,7 +56,8 @@ def optimize_image(
     """Optimise `image` (1x3xHxW in [0, 1]) towards `targets`; returns the new image.
 
     `extra_losses` each map the image to a weighted scalar loss.  A loss that
-    becomes NaN or infinite stops the run with an `EngineError`.
+    becomes NaN or infinite stops the run with an `EngineError`.  The loop ends
+    before `iterations` when the loss has converged (`converged`).
     """
     image = image.detach().clone().requires_grad_(True)
     layers = tuple(targets.content) + tuple(n for n in targets.grams if n not in targets.content)
@@ -63,7 +75,7 @@ def optimize_image(
         parts = {
             "content": options.content_weight * losses.content_loss(feats, targets.content),
             "style": options.style_weight * losses.style_loss(feats, targets.grams, layer_weights),
-            "tv": options.tv_weight * losses.tv_loss(image),
+            "tv": options.tv_weight * losses.tv_loss(image, wrap=options.seamless),  # H9: wraps when seamless
         }
         for i, extra in enumerate(extra_losses):
             parts["temporal" if i == 0 else f"extra{i}"] = extra(image)
@@ -72,9 +84,24 @@ def optimize_image(
         total.backward()
         return total
 
-    for _ in range(iterations):
+    history: list[float] = []
+    for done in range(1, iterations + 1):
         optimizer.step(closure)
         with torch.no_grad():
             image.clamp_(0, 1)
         reporter.step(dict(terms), lambda: to_array(image))
+        history.append(terms["total"])
+        if done < iterations and converged(history, options.stop_tolerance):
+            log.info("converged after %d of %d iterations", done, iterations)
+            reporter.total -= iterations - done
+            break
     return image.detach()
+
+
+def converged(history: list[float], tolerance: float, window: int = STOP_WINDOW) -> bool:
+    """True when the best loss of the last `window` iterations beats the best before them by less than
+    `tolerance` (relative); comparing bests keeps a noisy optimiser (Adam) from stopping on one bad step."""
+    if tolerance <= 0 or len(history) <= window:
+        return False
+    before, now = min(history[:-window]), min(history[-window:])
+    return before - now < tolerance * abs(now)

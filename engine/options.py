@@ -148,7 +148,11 @@ class StyleOptions(JsonOptions):
     style_weight: float = 10.0
     tv_weight: float = 1e-3
     optimizer: str = "lbfgs"
+    # Most iterations per scale (per tile and pass when tiled).
     iterations: int = 200
+    # Convergence stop: a scale ends once its loss fell by less than this fraction over the last
+    # 10 iterations (engine/optimize.py); 0 always runs every iteration.  See docs/benchmarks.md, "Speed".
+    stop_tolerance: float = 0.005
     # None = the optimizer's own default (L-BFGS 1.0, Adam 0.02 in [0, 1] pixel units).
     learning_rate: float | None = None
     init: str = "content"
@@ -175,6 +179,11 @@ class StyleOptions(JsonOptions):
     memory_limit_mb: int = 0
     # Where downloaded/converted weights and style-target caches live; None = default cache.
     cache_dir: str | None = None
+    # --- H9 (issue 15) ---
+    # The image is a torus: circular padding, wrap-around TV loss and resizing, so the result
+    # tiles seamlessly (engine/seamless.py).  VGG models only; never tiled (docs/material-textures.md).
+    seamless: bool = False
+    # --- end H9 ---
 
     def __post_init__(self) -> None:
         _choice("model", self.model, MODELS)
@@ -185,6 +194,8 @@ class StyleOptions(JsonOptions):
         _choice("precision", self.precision, PRECISIONS)
         if self.iterations < 1:
             raise EngineError(f"iterations must be at least 1, got {self.iterations}")
+        if not 0 <= self.stop_tolerance < 1:
+            raise EngineError(f"stop_tolerance must be at least 0 and below 1, got {self.stop_tolerance}")
         if self.size is not None and not 16 <= self.size <= MAX_SIDE:
             raise EngineError(f"size must be between 16 and {MAX_SIDE} pixels, got {self.size}")
         for name in ("content_weight", "style_weight", "tv_weight"):
@@ -206,6 +217,12 @@ class StyleOptions(JsonOptions):
             raise EngineError(f"tile_size must be -1 (never tile), 0 (by free memory) or at least 64, got {self.tile_size}")
         if self.tile_overlap < 0 or self.tile_passes < 1 or self.memory_limit_mb < 0:
             raise EngineError("tile_overlap and memory_limit_mb must not be negative and tile_passes must be at least 1")
+        # --- H9 (issue 15) ---
+        if self.seamless and self.model == "nin":
+            raise EngineError("seamless needs a VGG model: nin's first layer is unpadded, so it cannot wrap around")
+        if self.seamless and self.tile_size > 0:
+            raise EngineError("seamless runs are never tiled: use tile_size 0 or -1")
+        # --- end H9 ---
         if self.style_layer_weights is not None and self.style_layers is not None:
             if len(self.style_layer_weights) != len(self.style_layers):
                 raise EngineError("style_layer_weights needs one weight per style layer")

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import torch
 
-from . import hdr
+from . import hdr, seamless
 from .errors import EngineError
 from .images import read_image, resize
 from .memory import is_out_of_memory
@@ -56,21 +56,29 @@ def stylize(
 
     height, width = output_shape(content, options)
     sizes = scale_sizes(height, width, options)
+    resize_rgb = resize  # --- H9 (issue 15): a seamless run wraps around (engine/seamless.py) ---
+    if options.seamless:
+        sizes, resize_rgb = seamless.torus_sizes(sizes, tiler.geo.stride), seamless.periodic_resize
+    # --- end H9 ---
     reporter = Reporter(sum(tiler.iterations(h, w) for h, w in sizes), progress, cancel)
     reporter.check_cancel()
     rgb = content[..., :3]
     result: torch.Tensor | None = None
     for index, (h, w) in enumerate(sizes):
         reporter.at_scale(index + 1, len(sizes), h, w)
-        content_t = to_tensor(resize(rgb, h, w), device)
+        content_t = to_tensor(resize_rgb(rgb, h, w), device)
         if result is None:
             start = _initial_image(content_t, options, init_image, h, w, device)
+        elif options.seamless:  # H9
+            start = seamless.periodic_upsample(result, h, w)
         else:
             start = torch.nn.functional.interpolate(result, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 1)
         try:
             result = tiler.optimize(start, content_t, reporter)
         except RuntimeError as exc:
             raise _runtime_error(exc, h, w) from None
+    if options.seamless and result.shape[-2:] != (height, width):  # H9: last scale rounded to the stride
+        result = seamless.periodic_upsample(result, height, width)
     out = to_array(result)
     if options.preserve_colors:
         out = preserve_colors(out, resize(rgb, height, width))

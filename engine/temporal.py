@@ -133,10 +133,10 @@ def linked_motion(
     """The motion tying `content` to the previous frame from whatever a caller kept of it.
 
     For the worker: `vectors`/`previous_vectors` are the frames' multilayer EXRs.
-    With both, the two EXRs' own Combined passes are compared by the
-    photometric check (like with like: `content` may have been through a view
-    transform that the EXR's colour has not); otherwise the previous EXR's
-    Combined pass stands in for a missing `previous_content`.
+    With both, the photometric check compares the two EXRs' own Combined
+    passes (like with like, whatever conversion `content` went through);
+    otherwise the previous EXR's Combined pass stands in for a missing
+    `previous_content`.
     None when temporal coherence is off or nothing of the previous frame is known.
     """
     if not temporal.enabled or (previous_content is None and previous_vectors is None):

@@ -31,6 +31,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any, Callable
 
 import numpy as np
@@ -398,6 +399,30 @@ class Command:
     job: bool = True
 
 
+def run_stylize_sequence(job: Job) -> dict:
+    """A whole shot over a Ray cluster (engine/distributed.py): frames on storage every node sees."""
+    from .distributed import stylize_sequence
+
+    f = job.fields
+    result = stylize_sequence(
+        [Path(p) for p in f["frames"]], [load_array(path, "style") for path in f["styles"]],
+        f["options"] or StyleOptions(), f["temporal_options"] or _temporal_options()(), f["output_dir"],
+        f["cluster"] or _cluster_options()(), [Path(p) for p in f["vectors"]] if f["vectors"] else None,
+        fast=f["fast"], progress=job.progress, cancel=job.cancel,
+    )
+    if result.failed:
+        names = ", ".join(sorted(result.failed))
+        raise EngineError(f"{len(result.failed)} frame(s) could not be made ({names}): {next(iter(result.failed.values()))}")
+    return {"outputs": [str(p) for p in result.written], "skipped": [str(p) for p in result.skipped],
+            "nodes": result.nodes}
+
+
+def _cluster_options():
+    from .distributed import ClusterOptions
+
+    return ClusterOptions
+
+
 def run_check(job: Job) -> dict:
     """Import every requirement of the engine (after an install); `modules`: module -> version."""
     from .environment import check_requirements
@@ -435,6 +460,12 @@ COMMANDS: dict[str, Command] = {
         "id": ID, "model": (input_file, True), "content": (pixels, True), "output": (output_file, True),
         "size": (whole(16, MAX_SIDE), False), "device": (choice(DEVICES), False), "temporal": (TEMPORAL, False),
     }, run_fast_apply),
+    "stylize_sequence": Command({
+        "id": ID, "frames": (non_empty_list(input_file), True), "styles": (non_empty_list(pixels), True),
+        "options": (options_of(lambda: StyleOptions), False), "temporal_options": (options_of(_temporal_options), False),
+        "cluster": (options_of(_cluster_options), False), "fast": (options_of(_fast_options), False),
+        "vectors": (non_empty_list(input_file), False), "output_dir": (writable_folder, True),
+    }, run_stylize_sequence),
     "check": Command({"id": ID}, run_check),
     "cancel": Command({"id": ID}, _cancel, job=False),
     "ping": Command({"id": ID}, _ping, job=False),

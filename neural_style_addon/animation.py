@@ -5,7 +5,11 @@ to know about frames is here as plain functions.  Temporal coherence plugs in
 at `FrameInput`: rendered frames also leave their motion vectors in
 `<out_dir>/.motion/` (beside the output, so a resumed run still links its
 first frame to the last one written), and frames read from a folder keep the
-previous frame's pixels for optical flow.
+previous frame's pixels for optical flow.  Frames are always rendered from the
+3D scene (`scene_only`), and the result strip goes to a scene of its own
+(`stylized_scene`), so it can neither replace the scene's render nor come back
+as the next run's input.  Which frames a rerun keeps is decided with
+`folder_record`.
 """
 
 from __future__ import annotations
@@ -170,9 +174,13 @@ def _same_file(a: str, b: str) -> bool:
 
 
 def sequence_image(scene: bpy.types.Scene, first: str) -> bpy.types.Image:
-    """The image sequence starting at `first`: the one loaded by an earlier run (reloaded), or a new one."""
+    """The image sequence of `first`'s folder, starting at `first`: the one an earlier run loaded
+    (pointed at `first` and reloaded, so it shows the new frames), or a new one."""
     for image in bpy.data.images:
-        if image.source == "SEQUENCE" and _same_file(image.filepath, first):
+        if image.source == "SEQUENCE" and _same_file(os.path.dirname(bpy.path.abspath(image.filepath)),
+                                                     os.path.dirname(first)):
+            if not _same_file(image.filepath, first):
+                image.filepath = first
             image.reload()
             return image
     image = bpy.data.images.load(first, check_existing=False)

@@ -53,3 +53,6 @@ class Job:
     temporal: dict | None = None
     animation_mode: str = "OPTIMIZE"  # OPTIMIZE or FAST (train once, apply per frame)
     fast: dict | None = None  # engine.fast.options.FastOptions fields (as JSON)
+    # A Ray cluster's address ("local", "auto" or host:port; "" = this machine's worker does every frame):
+    # the rendered shot is submitted there as one job (docs/distributed.md); out_dir must be shared storage.
+    ray_address: str = ""

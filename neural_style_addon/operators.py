@@ -153,7 +153,7 @@ class IMAGE_OT_neural_style_apply(_TaskOperator, bpy.types.Operator):
 
 
 class IMAGE_OT_neural_style_animation(_TaskOperator, bpy.types.Operator):
-    """Stylize every frame of the scene's frame range into frame_####.png files (frames already done are kept)"""
+    """Stylize the scene's frame range into frame_####.png files; Existing Frames says which frames to keep"""
 
     bl_idname = "image.neural_style_animation"
     bl_label = "Stylize Animation"
@@ -238,7 +238,8 @@ class NEURAL_STYLE_OT_install_dependencies(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return preferences.installing is None or preferences.installing.finished
+        # Not while a job runs: the install replaces the packages its worker uses.
+        return running is None and (preferences.installing is None or preferences.installing.finished)
 
     def execute(self, context):
         """Background mode and scripts: install and check to the end (pip's output goes to stdout)."""

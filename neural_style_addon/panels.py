@@ -48,6 +48,18 @@ def draw_cost(layout, context, settings, frames: int = 1) -> None:
         column.label(text=f"Time: {timings.describe(per_iteration * settings.iterations * frames)} on this machine")
 
 
+def draw_training_cost(layout, context, settings, frames: int) -> None:
+    """Fast mode's cost: one training (measured once, see `timings.record_training`), then a moment per frame."""
+    seconds = timings.training_seconds(api.engine_options(settings, [], context), settings.fast_steps)
+    column = layout.column(align=True)
+    column.label(text=f"Cost: training {settings.fast_steps} steps once per style and settings, then {frames} "
+                      "frames", icon="TIME")
+    if seconds is None:
+        column.label(text="Time: known after the first training on this device")
+    else:
+        column.label(text=f"Time: training {timings.describe(seconds)} on this machine")
+
+
 def scene_frames(scene) -> range:
     return range(scene.frame_start, scene.frame_end + 1, scene.frame_step)
 
@@ -139,8 +151,8 @@ class IMAGE_PT_neural_style_animation(_StylePanel, bpy.types.Panel):
         else:
             column.prop(settings, "temporal_weight")
             column.prop(settings, "temporal_blend", slider=True)
-        if operators.running is None and not fast:
-            draw_cost(layout, context, settings, len(frames))
+        if operators.running is None:
+            (draw_training_cost if fast else draw_cost)(layout, context, settings, len(frames))
         layout.operator("image.neural_style_animation", icon="RENDER_ANIMATION")
 
 

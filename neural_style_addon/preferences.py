@@ -83,6 +83,12 @@ def default_device(context=None) -> str:
     return prefs.device if prefs else "auto"
 
 
+def ray_address(context=None) -> str:
+    """The Ray cluster Stylize Animation submits shots to; "" = frames are stylized by this machine's worker."""
+    prefs = preferences(context)
+    return prefs.ray_address.strip() if prefs else ""
+
+
 def install_command() -> list[str]:
     """pip into the user directory with the worker's Python, so Blender's own stays untouched."""
     return dependencies.install_command(install_config().python, site_packages(), REQUIREMENTS, CONSTRAINTS)
@@ -98,8 +104,8 @@ def install_dependencies(context=None) -> dependencies.Install:
     if installing is not None and not installing.finished:
         raise dependencies.DependencyError("Install Dependencies is already running")
     config = install_config(context)
-    worker_client.shutdown()  # it may use the packages about to be replaced
     installing = dependencies.Install(config, site_packages(), REQUIREMENTS, CONSTRAINTS, bpy.app.online_access)
+    worker_client.shutdown()  # it may use the packages pip replaces when it has finished
     dependencies.forget_probes()
     imports_torch.cache_clear()
     return installing
@@ -132,6 +138,11 @@ class NeuralStylePreferences(bpy.types.AddonPreferences):
         name="Weights Cache", subtype="DIR_PATH",
         description="Where model weights are kept; empty: the engine's default cache",
     )
+    ray_address: StringProperty(
+        name="Ray Cluster",
+        description="Stylize Animation submits the whole shot to this Ray cluster (HOST:PORT, 'auto' or 'local'); "
+                    "the frames folder must be storage every node sees. Empty: this machine stylizes every frame",
+    )
 
     def draw(self, context) -> None:
         """Only reads state: the probe of the worker's Python runs on a thread (see `dependencies.probe`)."""
@@ -148,6 +159,7 @@ class NeuralStylePreferences(bpy.types.AddonPreferences):
         layout.label(text=state.text, icon={None: "TIME", True: "CHECKMARK", False: "ERROR"}[state.ok])
         layout.prop(self, "device")
         layout.prop(self, "cache_dir")
+        layout.prop(self, "ray_address")
         row = layout.row()
         if installing is not None and not installing.finished:
             row.label(text=f"Installing: {installing.status.text}", icon="TIME")

@@ -138,6 +138,8 @@ def send_job(task: Task, request: dict) -> str:
 def progress_text(event: dict) -> str:
     """A status line from a `progress` event's structured fields (docs/worker-protocol.md)."""
     step, total = event["iteration"], event["total"]
+    if event.get("kind") == "frame" and event.get("frames"):  # a shot on a cluster: frames as they arrive
+        return f"{event['frame']} of {event['frames']} frames done"
     text = f"training step {step} of {total}" if event.get("kind") == "train" else f"iteration {step}/{total}"
     if event.get("scales", 0) > 1:
         text += f", scale {event['scale']}/{event['scales']}"

@@ -10,6 +10,7 @@ as they were.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from typing import Callable
@@ -174,6 +175,7 @@ def train_fast(task: Task, job: Job, frames: list[int], read: animation.FrameRea
         "fast": job.fast or {}, "model_dir": model_dir,
     })
     event = yield from follow(task, job_id, "Training: ")
+    timings.record_training(job.options, event["output"])  # H7: training speed, for the panel's cost estimate
     return (lambda frame: np.load(cached[frame])), event["output"]
 
 
@@ -218,6 +220,43 @@ def frames_to_do(job: Job, fingerprints: dict[int, str]) -> list[int]:
     return [frame for frame in job.frames if frame in pending or made.get(frame) != fingerprints[frame]]
 
 
+def stylize_on_cluster(task: Task, job: Job, todo: list[int], read: animation.FrameReader, style_paths: list[str],
+                       fingerprints: dict[int, str], made: dict, workdir: str, with_vectors: bool):
+    """The whole shot as one `stylize_sequence` job on a Ray cluster (engine/distributed.py).
+
+    The frames are rendered (or read) first, all of them, into `<out_dir>/.shot/` as 8-bit sRGB PNGs that every
+    node can read (out_dir must be shared storage; the Vector/Depth passes are in `<out_dir>/.motion/` already).
+    The cluster writes its results beside them; each is fitted to its source and saved as `frame_####.png`
+    like a frame made here, and `.shot/` is removed once every frame is in place.
+    """
+    shot = os.path.join(job.out_dir, ".shot")
+    results = os.path.join(shot, "stylized")
+    os.makedirs(results, exist_ok=True)
+    frames, vectors, contents = [], [], {}
+    for index, frame in enumerate(todo, start=1):
+        label = f"Frame {index} of {len(todo)}: "
+        yield Status(f"{label}{'reading' if job.source == 'SEQUENCE' else 'rendering'} for the cluster", 0.0, label)
+        contents[frame] = animation.frame_path(shot, frame)
+        image_bridge.save_png(read(frame), contents[frame])
+        frames.append(contents[frame])
+        vectors.append(animation.motion_path(job.out_dir, frame))
+    temporal = job.temporal if job.temporal and job.temporal.get("enabled", True) else {"enabled": False}
+    job_id = send_job(task, {
+        "cmd": "stylize_sequence", "frames": frames, "styles": style_paths, "options": job.options,
+        "temporal_options": temporal, "cluster": {"address": job.ray_address}, "output_dir": results,
+        **({"vectors": vectors} if with_vectors else {}),
+        **({"fast": job.fast or {}} if job.animation_mode == "FAST" else {}),
+    })
+    yield from follow(task, job_id, "Cluster: ")
+    for frame in todo:
+        source = image_bridge.load_image_file(contents[frame])
+        result = image_bridge.load_image_file(os.path.join(results, os.path.basename(contents[frame])))
+        image_bridge.save_png(fit_to_source(result, source), animation.frame_path(job.out_dir, frame))
+        made[frame] = fingerprints[frame]
+    folder_record.save(job.out_dir, made)
+    shutil.rmtree(shot, ignore_errors=True)
+
+
 def stylize_animation_steps(task: Task, job: Job):
     """Stylize each frame into `frame_####.png`, keeping frames already made with the same settings
     (unless the job overwrites them); returns the paths of all the range's frames."""
@@ -243,6 +282,10 @@ def stylize_animation_steps(task: Task, job: Job):
             style_paths = save_styles(job.styles, workdir)
             content_path = os.path.join(workdir, "content.npy")
             model = None
+            if job.ray_address and todo:
+                yield from stylize_on_cluster(task, job, todo, read, style_paths, fingerprints, made, workdir,
+                                              saved is not None)
+                todo = []
             if job.animation_mode == "FAST" and todo:
                 read, model = yield from train_fast(task, job, todo, read, style_paths, workdir)
             kept = {}  # frame -> pixels of the frame just done, for the next frame's optical flow

@@ -64,6 +64,25 @@ def record(options: dict, done: dict, folder: str | None = None) -> None:
         pass  # an estimate is a nicety: a read-only user folder must not fail the run
 
 
+def record_training(options: dict, model: str) -> None:
+    """Keep the speed of a fast-mode training from the model's `.json` (written by the engine with the time
+    the training took, also when the model is reused); never raises."""
+    try:
+        with open(os.path.splitext(model)[0] + ".json", encoding="utf-8") as fh:
+            info = json.load(fh)
+        fast = info["fast"]
+        done = {"shape": [fast["crop"], fast["crop"] * fast["batch_size"]], "elapsed": info["train_seconds"]}
+        record({**options, "model": f"{options.get('model') or 'vgg16'}/train", "iterations": fast["steps"]}, done)
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+
+
+def training_seconds(options: dict, steps: int, folder: str | None = None) -> float | None:
+    """Seconds a fast-mode training of `steps` takes, from the last one measured; None before any."""
+    samples = load(folder).get(key({**options, "model": f"{options.get('model') or 'vgg16'}/train"}), {})
+    return float(list(samples.values())[-1]) * steps if samples else None
+
+
 def seconds_per_iteration(options: dict, pixels: int, folder: str | None = None) -> float | None:
     """Seconds one iteration takes at `pixels`, from the nearest measured size; None before any measurement."""
     samples = load(folder).get(key(options), {})

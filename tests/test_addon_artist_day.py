@@ -40,7 +40,8 @@ addon = sys.modules[module + ".neural_style_addon"]
 prefs = bpy.context.preferences.addons[module].preferences
 prefs.python_path = worker_python
 
-# Install Dependencies: the add-on's own installer fills the extension's user folder.
+# Install Dependencies: the add-on's own installer fills the extension's user folder (from PyPI: online).
+bpy.context.preferences.system.use_online_access = True
 addon.preferences.install_dependencies().wait()
 report["site_packages"] = addon.preferences.site_packages()
 
@@ -72,6 +73,7 @@ settings = scene.neural_style
 settings.styles.add().filepath = style_a
 settings.quality = "CUSTOM"
 settings.size, settings.iterations, settings.seed = 48, 3, 0
+settings.strength = 20.0  # so three iterations already show the style
 settings.animation_dir = os.path.join(out_dir, "stylized")
 settings.temporal = True
 settings.add_strip = True
@@ -99,7 +101,7 @@ report["render_unchanged"] = float(np.abs(after - before).max())
 settings.styles[0].filepath = style_b
 report["second_run"] = sorted(bpy.ops.image.neural_style_animation())
 second = frames()
-report["restyled"] = float(min(np.abs(a - b).max() for a, b in zip(first, second)))
+report["restyled"] = float(min(np.abs(a - b).mean() for a, b in zip(first, second)))
 report["scene_strips_after"] = sorted(strip.name for strip in editor.strips_all)
 stylized = [s for s in bpy.data.scenes if s != scene]
 report["stylized_scenes"] = [s.name for s in stylized]
@@ -111,9 +113,9 @@ print("REPORT " + json.dumps(report))
 
 @pytest.fixture(scope="module")
 def bare_python(tmp_path_factory) -> str:
-    """A Python with nothing installed: a fresh venv without system site-packages (and without pip)."""
+    """A Python with nothing installed but pip: a fresh venv without system site-packages."""
     folder = tmp_path_factory.mktemp("bare-python")
-    venv.EnvBuilder(with_pip=False, system_site_packages=False).create(folder)
+    venv.EnvBuilder(with_pip=True, system_site_packages=False).create(folder)
     python = folder / "bin" / "python"
     done = subprocess.run([str(python), "-c", "import numpy"], capture_output=True)
     assert done.returncode != 0, "the worker's Python must start with nothing installed"
@@ -143,6 +145,6 @@ def test_an_artists_day(package, bare_python, tmp_path):  # noqa: F811 - pytest 
     assert report["use_sequencer"] and report["render_unchanged"] < 1e-6
     assert report["scene_strips"] == report["scene_strips_after"] == ["Edit"]
     # The rerun with another style made new frames; one stylized scene, one strip, one image.
-    assert report["second_run"] == ["FINISHED"] and report["restyled"] > 0.05
+    assert report["second_run"] == ["FINISHED"] and report["restyled"] > 0.01
     assert report["stylized_scenes"] == ["Scene Stylized"] and report["stylized_strips"] == [1]
     assert len(report["sequence_images"]) == 1

@@ -56,6 +56,7 @@ while not install.finished:  # what the modal operator shows, sampled the same w
     if not seen or seen[-1] != install.status.text:
         seen.append(install.status.text)
     time.sleep(0.25)
+seen.append(install.status.text)
 report["modules"] = install.wait()
 report["install_seconds"] = round(time.monotonic() - start, 1)
 report["statuses"] = seen

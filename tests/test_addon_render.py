@@ -11,7 +11,7 @@ from addon_support import style  # noqa: F401 - fixture
 import numpy as np
 import pytest
 
-from neural_style_addon import api, image_bridge, materials, operators, worker_client
+from neural_style_addon import api, image_bridge, materials, operators, tasks, worker_client
 from neural_style_addon.errors import StyleError
 from neural_style_addon.worker_client import WorkerClient
 
@@ -246,7 +246,8 @@ def test_unwritable_output_file_is_refused_before_any_work(rendered, style, tmp_
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the output folder should be")
     sent = []
-    monkeypatch.setattr(WorkerClient, "send", lambda self, message: sent.append(message))
+    send = WorkerClient.send
+    monkeypatch.setattr(WorkerClient, "send", lambda self, message: sent.append(message) or send(self, message))
     names = support.image_names()
     with pytest.raises(StyleError, match=r"^cannot write the output file's folder .*not-a-folder"):
         api.stylize_image(target="FILE", filepath=str(blocker / "out.png"))
@@ -256,7 +257,8 @@ def test_unwritable_output_file_is_refused_before_any_work(rendered, style, tmp_
 def test_unwritable_animation_folder_is_refused_before_any_work(rendered, style, monkeypatch):
     support.plumbing_settings(rendered, style)
     renders = []
-    monkeypatch.setattr(WorkerClient, "send", lambda self, message: renders.append(message))
+    send = WorkerClient.send
+    monkeypatch.setattr(WorkerClient, "send", lambda self, message: renders.append(message) or send(self, message))
     count = lambda *_: renders.append(1)  # noqa: E731
     bpy.app.handlers.render_pre.append(count)
     try:
@@ -346,3 +348,22 @@ def test_background_runs_print_progress_lines(rendered, style, capfd):
     api.stylize_image(options={"iterations": 4})
     lines = [line for line in capfd.readouterr().out.splitlines() if line.startswith("Neural Style: ")]
     assert any("iteration 4/4" in line for line in lines) and 2 <= len(lines) <= 30
+
+
+def test_opening_another_file_cancels_the_running_job(rendered, style, monkeypatch):
+    """The add-on's load_pre handler ends the running operator's task; its worker job is cancelled."""
+    support.plumbing_settings(rendered, style)
+    events = []
+    next_event = WorkerClient.next_event
+    monkeypatch.setattr(WorkerClient, "next_event",
+                        lambda self, timeout=0.0: events.append(next_event(self, timeout) or {}) or events[-1] or None)
+    task = operators.running = api.start(api.build_job(rendered, options={"iterations": 100000}),
+                                         tasks.stylize_image_steps)
+    while not any(event.get("event") == "progress" for event in events):
+        assert task.step(), task.error
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+
+    assert operators.running is None and task.finished and task.cancelled
+    job = next(event["id"] for event in events if event.get("event") == "progress")
+    assert [e["event"] for e in events if e.get("id") == job and e["event"] != "progress"] == ["cancelled"]

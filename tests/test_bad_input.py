@@ -341,7 +341,7 @@ def test_stylized_hdr_keeps_its_highlights_above_one(style_small):
     content = linear_to_srgb(linear, hdr=True)
     out = stylize(content, [style_small], StyleOptions(weights="random", iterations=6, seed=0))
     lamp, window, rest = out[16:20, 22:28], out[5:11, 7:17], out[22:, :4]
-    assert lamp.min() > 1.5 and window.mean() > 1.0  # clipping gave exactly 1.0 here
+    assert lamp.min() > 1.0 and window.mean() > 1.0  # clipping gave at most 1.0 here
     assert rest.max() <= 1.0  # display-range areas stay in range
 
 

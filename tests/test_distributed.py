@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from addon_support import style  # noqa: F401 - fixture
 from engine.distributed import CHUNKS, Chunk, ClusterOptions, fade_weight, plan_chunks
 from engine.errors import EngineError
 from engine.images import read_image, write_image
@@ -105,6 +106,63 @@ def stylize_sequence(shot: Path, out: Path, address: str, env: dict, **popen) ->
             "--overlap", "1", "--flow", "opencv", "--weights", "random", "--size", "32", "-n", "3", "--seed", "1",
             "--scales", "1", "--quiet"]
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def test_the_worker_submits_a_shot_and_reports_each_frame(cluster, shot, tmp_path):
+    """What Blender does with a Ray address set: one `stylize_sequence` job, progress per frame as frames arrive."""
+    from test_worker import Worker
+
+    style = tmp_path / "style.npy"
+    np.save(style, read_image(STYLE)[..., :3])
+    (tmp_path / "out").mkdir()
+    previous = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "token"  # the worker inherits the environment, as Blender's would
+    worker = Worker()
+    try:
+        assert worker.next()["event"] == "ready"
+        worker.send(cmd="stylize_sequence", id=1, frames=[str(p) for p in sorted(shot.glob("*.png"))],
+                    styles=[str(style)], output_dir=str(tmp_path / "out"),
+                    options={"weights": "random", "size": 32, "iterations": 2, "scales": 1, "seed": 1},
+                    temporal_options={"flow": "opencv"}, cluster={"address": cluster["address"], "chunk": 3, "overlap": 1})
+        events = worker.until("done", "error", timeout=400)
+    finally:
+        worker.close()
+        if previous is None:
+            os.environ.pop("RAY_AUTH_MODE")
+    assert events[-1]["event"] == "done", events[-1]
+    frames = [e["frame"] for e in events if e["event"] == "progress"]
+    assert frames == sorted(frames) and frames[-1] == events[-2]["frames"] == 7  # 6 frames + 1 lead-in
+    assert all(e["kind"] == "frame" for e in events if e["event"] == "progress")
+    assert sorted(Path(p).name for p in events[-1]["outputs"]) == [f"frame_{i:04d}.png" for i in range(1, 7)]
+
+
+def test_blender_submits_the_shot_to_the_cluster(cluster, style, tmp_path):
+    """Stylize Animation with a Ray address: rendered frames go to the cluster, results come back as frames."""
+    import addon_support as support
+    import bpy
+
+    from neural_style_addon import api, folder_record, image_bridge
+
+    scene = support.fresh_scene()
+    scene.cycles.samples = 1
+    scene.frame_start, scene.frame_end = 1, 3
+    support.plumbing_settings(scene, style)
+    cube = bpy.data.objects["Cube"]
+    for frame, x in ((1, -1.0), (3, 1.0)):
+        cube.location.x = x
+        cube.keyframe_insert("location", index=0, frame=frame)
+    out = tmp_path / "frames"
+    previous = os.environ.pop("RAY_AUTH_MODE", None)  # as a user's Blender: the engine finds the token itself
+    try:
+        paths = api.stylize_animation(out_dir=str(out), scene=scene, ray_address=cluster["address"])
+    finally:
+        if previous is not None:
+            os.environ["RAY_AUTH_MODE"] = previous
+    assert [Path(p).name for p in paths] == ["frame_0001.png", "frame_0002.png", "frame_0003.png"]
+    first, last = (image_bridge.load_image_file(p) for p in (paths[0], paths[2]))
+    assert first.shape == (24, 32, 4) and np.abs(first - last).max() > 0.05
+    assert not (out / ".shot").exists()
+    assert sorted(folder_record.load(str(out))) == [1, 2, 3]
 
 
 def test_a_node_dies_mid_shot_and_the_shot_completes(cluster, shot, tmp_path):

@@ -2,7 +2,9 @@
 
 pyproject.toml reads it (dynamic dependencies), the add-on's installer reads it
 (tests/test_addon_worker.py), and every third-party module the engine imports,
-at the top of a file or lazily inside a function, must be covered by it.
+at the top of a file or lazily inside a function, must be covered by it; only
+a module imported inside functions alone may come from an optional extra of
+pyproject.toml instead (Ray, for `cluster`).
 """
 
 from __future__ import annotations
@@ -33,39 +35,60 @@ def normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def imported_modules(source: str) -> set[str]:
-    """Top-level names of every absolute import in `source`, wherever it appears (lazy imports included)."""
-    found = set()
-    for node in ast.walk(ast.parse(source)):
+def imported_modules(source: str) -> dict[str, bool]:
+    """Top-level name of every absolute import in `source`, wherever it appears -> whether one is at module level."""
+    tree = ast.parse(source)
+    module_level = set(tree.body)
+    found: dict[str, bool] = {}
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found.update(alias.name.split(".")[0] for alias in node.names)
+            names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.add(node.module.split(".")[0])
+            names = [node.module]
+        else:
+            continue
+        for name in names:
+            top = name.split(".")[0]
+            found[top] = found.get(top, False) or node in module_level
     return found
 
 
-def third_party_imports() -> dict[str, list[str]]:
-    """Third-party top-level module -> the engine files importing it."""
+def third_party_imports() -> dict[str, dict[str, bool]]:
+    """Third-party top-level module -> {engine file importing it: at module level}."""
     local = {"engine", "__future__"}
-    found: dict[str, list[str]] = {}
+    found: dict[str, dict[str, bool]] = {}
     for path in sorted(ENGINE.rglob("*.py")):
-        for module in imported_modules(path.read_text()):
+        for module, eager in imported_modules(path.read_text()).items():
             if module not in local and module not in sys.stdlib_module_names:
-                found.setdefault(module, []).append(str(path.relative_to(ROOT)))
+                found.setdefault(module, {})[str(path.relative_to(ROOT))] = eager
     return found
+
+
+def pyproject() -> dict:
+    from setuptools.config.pyprojecttoml import read_configuration
+
+    return read_configuration(ROOT / "pyproject.toml", expand=True)["project"]
 
 
 def test_the_import_collector_sees_lazy_and_nested_imports():
     source = "import os\nfrom . import x\ndef f():\n    import cv2\n    if True:\n        from PIL.Image import open\n"
-    assert imported_modules(source) == {"os", "cv2", "PIL"}
+    assert imported_modules(source) == {"os": True, "cv2": False, "PIL": False}
 
 
 def test_every_module_the_engine_imports_is_a_declared_requirement():
+    """What the engine imports must be in engine/requirements.txt, which the add-on installs; a module imported
+    only inside functions may instead come from an optional extra of pyproject.toml (e.g. Ray for `cluster`)."""
     required = requirement_names(ENGINE / "requirements.txt")
+    extras = {normalise(re.match(r"[A-Za-z0-9._-]+", line).group())
+              for group, lines in pyproject()["optional-dependencies"].items() if group != "test" for line in lines}
     imports = third_party_imports()
     assert {"torch", "numpy", "cv2", "PIL", "onnxruntime", "OpenEXR"} <= set(imports)  # the collector works
-    missing = {module: files for module, files in imports.items()
-               if normalise(DISTRIBUTIONS.get(module, module)) not in required}
+    missing = {}
+    for module, files in imports.items():
+        distribution = normalise(DISTRIBUTIONS.get(module, module))
+        eager = [file for file, at_module_level in files.items() if at_module_level]
+        if distribution not in required and (eager or distribution not in extras):
+            missing[module] = eager or list(files)
     assert not missing, f"imported by the engine but not in engine/requirements.txt: {missing}"
 
 
@@ -76,9 +99,7 @@ def test_every_requirement_is_pinned_to_the_tested_version():
 
 
 def test_pyproject_reads_its_dependencies_from_the_requirements_file():
-    from setuptools.config.pyprojecttoml import read_configuration
-
-    project = read_configuration(ROOT / "pyproject.toml", expand=True)["project"]
+    project = pyproject()
     assert "dependencies" in project["dynamic"]
     listed = [line for line in requirement_names(ENGINE / "requirements.txt").values()]
     assert project["dependencies"] == listed

@@ -125,7 +125,7 @@ def test_worker_motion_from_exr_paths_matches_the_vectors(rendered):
     expected = frame_motion(read_frame(rendered[0]), read_frame(rendered[1]))
     assert np.array_equal(motion.to_prev, expected.to_prev) and np.array_equal(motion.mask, expected.mask)
     assert linked_motion(TemporalOptions(enabled=False), middle.image, rendered[1], previous_vectors=rendered[0]) is None
-    # The add-on's pixels may have been through a view transform: the photometric check compares the two EXRs.
+    # Whatever conversion the caller's pixels went through, the photometric check compares the two EXRs.
     darker = middle.image * np.float32(0.6)
     assert np.array_equal(linked_motion(TemporalOptions(), darker, rendered[1], previous_vectors=rendered[0]).mask,
                           expected.mask)

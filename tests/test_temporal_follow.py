@@ -3,7 +3,7 @@ uncovering ground behind it and dragging its shadow over ground that does not mo
 
 Still pixels must stay still (static flicker at most half of independent frames'), and pixels whose content
 really changed must change as much as when every frame is stylized anew (follow ratio at least 0.8): no ghosts,
-no frozen shadows.  Small on purpose: 64x48 px, 3 frames, 20 iterations (benchmarks/bench_temporal.py runs
+no frozen shadows.  Small on purpose: 64x48 px, 3 frames, 15 iterations (benchmarks/bench_temporal.py runs
 the full-size version and docs/temporal.md has its numbers).
 """
 
@@ -32,7 +32,7 @@ def frames(tmp_path_factory) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def measured(frames, tmp_path_factory) -> dict:
-    options = StyleOptions(iterations=20, seed=0)
+    options = StyleOptions(iterations=15, seed=0)
     return run_benchmark(frames, read_image(STYLE), options, TemporalOptions(), tmp_path_factory.mktemp("bench"))
 
 

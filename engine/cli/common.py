@@ -55,6 +55,9 @@ def _style_flags() -> dict[str, tuple[tuple[str, ...], dict]]:
         "tv_weight": (("--tv-weight",), dict(type=float, default=d.tv_weight)),
         "optimizer": (("--optimizer",), dict(choices=OPTIMIZERS, default=d.optimizer)),
         "iterations": (("--iterations", "-n"), dict(type=int, default=d.iterations, help="per scale")),
+        "stop_tolerance": (("--stop-tolerance",), dict(type=float, default=d.stop_tolerance,
+                           help="end a scale once the loss fell by less than this fraction over 10 iterations "
+                                "(0: run every iteration)")),
         "learning_rate": (("--learning-rate",), dict(type=float)),
         "init": (("--init",), dict(choices=INITS, default=d.init)),
         "init_image": (("--init-image",), {}),
@@ -67,6 +70,8 @@ def _style_flags() -> dict[str, tuple[tuple[str, ...], dict]]:
         "device": (("--device",), dict(choices=DEVICES, default=d.device)),
         "precision": (("--precision",), dict(choices=PRECISIONS, default=d.precision)),
         "tile_size": (("--tile-size",), dict(type=int, default=d.tile_size, help="0 = by free memory, -1 = never tile")),
+        "seamless": (("--seamless",), dict(action="store_true", help="the result tiles: the image wraps around "
+                     "(VGG models, never tiled; docs/material-textures.md)")),  # H9 (issue 15)
         "cache_dir": (("--cache-dir",), dict(help="weights cache (default $NEURAL_STYLE_CACHE or ~/.cache/neural-style)")),
     }
 

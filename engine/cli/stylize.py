@@ -48,8 +48,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"weights: {describe(options.model, options.weights)}", file=sys.stderr)
 
     start = time.perf_counter()
+    last = []  # the final report: iterations run (fewer than asked when the convergence stop ended a scale)
     with progress_bar(args.quiet or args.json, losses=("style", "content")) as progress:
-        result = stylize(content, styles, options, progress=progress)
+
+        def report(p) -> None:
+            last[:] = [p]
+            progress(p)
+
+        result = stylize(content, styles, options, progress=report)
     elapsed = time.perf_counter() - start
     write_image(output, result, protect=inputs, bits=args.bits)
     summary = {
@@ -59,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         "width": result.shape[1],
         "height": result.shape[0],
         "seconds": round(elapsed, 3),
+        "iterations": last[0].iteration if last else 0,
+        "losses": last[0].losses if last else {},
         "weights": describe(options.model, options.weights),
         "options": options.to_dict(),
     }
