@@ -174,10 +174,10 @@ def score(content: Path, style: Path, images: dict[str, Path]) -> dict[str, dict
 
 
 def time_to_quality(pairs: list[str], sizes: list[int], steps: int, timeout: float, engine_args: list[str],
-                    keep: Path | None) -> list[dict]:
+                    keep: Path | None, rows: list[dict], save=lambda: None) -> list[dict]:
+    """Append one row per pair and size to `rows`, calling `save` after each (long runs keep what they did)."""
     from engine.weights import cache_dir
 
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         cache = folder / "cache"
@@ -214,6 +214,7 @@ def time_to_quality(pairs: list[str], sizes: list[int], steps: int, timeout: flo
                     row["quality"] = score(content, style, done)
                 _summarise(row)
                 rows.append(row)
+                save()
                 if keep is not None:
                     keep.mkdir(parents=True, exist_ok=True)
                     for path in done.values():
@@ -304,9 +305,10 @@ def main(argv=None) -> int:
         _write(report, args.json)
     if quality_sizes:
         print("time to quality (whole process):", flush=True)
-        report["time_to_quality"] = time_to_quality(
-            [n for n in args.pairs.split(",") if n], quality_sizes, args.plain_steps, args.timeout,
-            args.engine_args.split(), args.keep_images)
+        report["time_to_quality"] = []
+        time_to_quality([n for n in args.pairs.split(",") if n], quality_sizes, args.plain_steps, args.timeout,
+                        args.engine_args.split(), args.keep_images, report["time_to_quality"],
+                        lambda: _write(report, args.json))
     report["load_at_end"] = _load()
     _write(report, args.json)
     print_tables(report)

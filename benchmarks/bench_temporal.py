@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -81,7 +82,8 @@ def static_flicker(outputs: list[np.ndarray], contents: list[np.ndarray]) -> flo
     changes = []
     for i in range(1, len(outputs)):
         still = colour_difference(contents[i], contents[i - 1]) < STILL
-        changes.append(float(np.abs(outputs[i][..., :3] - outputs[i - 1][..., :3])[still].mean()) if still.any() else 0.0)
+        change = np.abs(outputs[i][..., :3] - outputs[i - 1][..., :3])
+        changes.append(float(change[still].mean()) if still.any() else 0.0)
     return float(np.mean(changes))
 
 
@@ -121,12 +123,14 @@ def style_distances(runs: dict[str, list[np.ndarray]], style: np.ndarray, option
     return distances
 
 
-def run_benchmark(frames: list[Path], style: np.ndarray, options: StyleOptions, temporal: TemporalOptions,
-                  work_dir: Path, progress=None) -> dict:
-    """Stylize `frames` (multilayer EXRs with vectors) each way; returns the measurements per mode.
+class Measured(NamedTuple):
+    results: dict[str, dict[str, float]]  # mode -> measurement -> value
+    images: dict[str, list[np.ndarray]]  # "content" and each mode -> its frames (for `save_strip`)
 
-    The results also hold the images (key "images": mode -> list of frames) for `save_strip`.
-    """
+
+def run_benchmark(frames: list[Path], style: np.ndarray, options: StyleOptions, temporal: TemporalOptions,
+                  work_dir: Path, progress=None) -> Measured:
+    """Stylize `frames` (multilayer EXRs with vectors) each way; the measurements per mode and the images."""
     truth = [read_frame(path) for path in frames]
     if any(frame.to_prev is None for frame in truth):
         raise EngineError("the benchmark frames need Blender's Vector pass (multilayer EXR)")
@@ -146,7 +150,8 @@ def run_benchmark(frames: list[Path], style: np.ndarray, options: StyleOptions, 
     outputs[fast] = blended
     results[fast] = {"seconds_per_frame": round((time.perf_counter() - start) / len(frames), 3)}
     distances = style_distances({name: outputs[name] for name in results}, style, options)
-    base_flicker, base_follow = static_flicker(outputs["independent"], contents), follow(outputs["independent"], contents)
+    base_flicker = static_flicker(outputs["independent"], contents)
+    base_follow = follow(outputs["independent"], contents)
     for name in results:
         images = outputs[name]
         entry = results[name]
@@ -156,8 +161,7 @@ def run_benchmark(frames: list[Path], style: np.ndarray, options: StyleOptions, 
         entry["follow_ratio"] = round(entry["follow"] / base_follow, 3) if base_follow else 0.0
         entry["warping_error"] = round(warping_error(images, truth), 6)
         entry["style_distance"] = round(distances[name], 4)
-    results["images"] = outputs
-    return results
+    return Measured(results, outputs)
 
 
 def save_strip(images: dict[str, list[np.ndarray]], path: str | Path, rows=("content", "independent", "temporal"),
@@ -216,8 +220,7 @@ def report(args: argparse.Namespace) -> int:
         frames = (list_frames(args.frames) if args.frames
                   else render_demo(work / "frames", args.width, args.height, args.count, args.step))
         with progress_bar(quiet=False) as progress:  # starts over for each mode
-            results = run_benchmark(frames, style, options, temporal, work, progress)
-    images = results.pop("images")
+            results, images = run_benchmark(frames, style, options, temporal, work, progress)
     height, width = images["content"][0].shape[:2]
     summary = {"frames": len(frames), "width": width, "height": height, "options": options.to_dict(),
                "temporal": temporal.to_dict(), "results": results}

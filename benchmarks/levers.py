@@ -29,7 +29,6 @@ VARIANTS = {
     "channels_last": "engine, network and image in channels_last (oneDNN NHWC convolutions)",
     "inplace_relu": "engine, ReLU(inplace=True): one buffer less per layer",
     "history100": "engine with L-BFGS history 100 (the tutorial's) instead of 50",
-    "sync_every_step": "engine loop that float()s every loss term every step (the old behaviour)",
     "compile": "engine, torch.compile of the feature network (compile time reported apart)",
 }
 
@@ -82,8 +81,6 @@ def child(spec: dict) -> dict:
     total = warmup + iterations
     if variant == "history100":
         _patch_lbfgs_history(100)
-    if variant == "sync_every_step":
-        _patch_sync_every_step()
     reporter = Reporter(total, lambda p: stamps.append(time.perf_counter()), None)
     optimize_image(net, content_t, targets, options, layer_weights, total, reporter, autocast)
     result = _result(stamps, warmup, iterations)
@@ -102,18 +99,6 @@ def _patch_lbfgs_history(history: int) -> None:
         original(self, params, **kw)
 
     torch.optim.LBFGS.__init__ = init
-
-
-def _patch_sync_every_step() -> None:
-    """Make the loss-term dictionary convert every term to a Python float each step."""
-    from engine import losses
-
-    original = getattr(losses, "loss_terms", None)
-
-    def eager(parts, total):
-        return {**{k: float(v.detach()) for k, v in parts.items()}, "total": float(total.detach())}
-
-    losses.loss_terms = eager if original is not None else eager
 
 
 def _result(stamps: list[float], warmup: int, iterations: int) -> dict:

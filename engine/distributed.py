@@ -46,6 +46,8 @@ CHUNKS = ".chunks"
 POLL = 0.5
 # Seconds to wait for a head node's port to answer before saying it cannot be reached.
 CONNECT_TIMEOUT = 10
+# The address this process's Ray connection was made for (a worker may serve several clusters in turn).
+_connected: str | None = None
 
 
 @dataclass(frozen=True)
@@ -202,7 +204,11 @@ def connect(address: str | None):
         import ray
     except ImportError:
         raise EngineError("distributed runs need Ray: pip install 'neural-style-engine[cluster]'") from None
+    global _connected
+    if ray.is_initialized() and _connected != address:
+        ray.shutdown()  # this process served another cluster before
     if not ray.is_initialized():
+        _connected = address
         if remote and address != "auto":
             _check_reachable(address)
         kwargs = {"include_dashboard": False, "log_to_driver": False, "logging_level": "warning"}

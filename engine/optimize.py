@@ -89,11 +89,13 @@ def optimize_image(
         optimizer.step(closure)
         with torch.no_grad():
             image.clamp_(0, 1)
-        reporter.step(dict(terms), lambda: to_array(image))
         history.append(terms["total"])
-        if done < iterations and converged(history, options.stop_tolerance):
+        stop = done < iterations and converged(history, options.stop_tolerance)
+        if stop:  # before the report, so it already carries the shortened total
             log.info("converged after %d of %d iterations", done, iterations)
             reporter.total -= iterations - done
+        reporter.step(dict(terms), lambda: to_array(image))
+        if stop:
             break
     return image.detach()
 

@@ -151,8 +151,9 @@ class StyleOptions(JsonOptions):
     # Most iterations per scale (per tile and pass when tiled).
     iterations: int = 200
     # Convergence stop: a scale ends once its loss fell by less than this fraction over the last
-    # 10 iterations (engine/optimize.py); 0 always runs every iteration.  See docs/benchmarks.md, "Speed".
-    stop_tolerance: float = 0.005
+    # 10 iterations (engine/optimize.py); 0 (default) always runs every iteration.  Off by default:
+    # 0.005 cost up to 37% of the objective on a benchmark pair (docs/benchmarks.md, "Speed").
+    stop_tolerance: float = 0.0
     # None = the optimizer's own default (L-BFGS 1.0, Adam 0.02 in [0, 1] pixel units).
     learning_rate: float | None = None
     init: str = "content"

@@ -124,6 +124,24 @@ def test_packed_float_texture_stays_float_with_alpha(textured):
     assert made[0].is_float and made[0].packed_file is not None and node.image == made[0]
 
 
+def test_float_texture_on_disk_gives_an_exr_beside_the_blend(textured):
+    plane, folder = textured
+    node = plane.active_material.node_tree.nodes["Albedo"]
+    image = bpy.data.images.new("hdr", 32, 32, alpha=True, float_buffer=True)
+    pixels = np.random.default_rng(2).random(32 * 32 * 4).astype(np.float32) * 0.8
+    pixels[3::4] = 0.5
+    image.pixels.foreach_set(pixels)
+    image.filepath_raw = str(folder / "hdr.exr")
+    image.file_format = "OPEN_EXR"
+    image.save()
+    node.image = bpy.data.images.load(str(folder / "hdr.exr"))
+    before = _digest(folder / "hdr.exr")
+    made = material_textures.stylize_textures(obj=plane, nodes=["Albedo"])
+    assert bpy.path.abspath(made[0].filepath).endswith(".exr") and made[0].is_float
+    assert np.allclose(image_bridge.image_to_array(made[0])[..., 3], 0.5, atol=1e-3)
+    assert _digest(folder / "hdr.exr") == before
+
+
 def test_texel_density_gives_a_4k_and_a_1k_texture_the_same_scale(textured):
     plane, _ = textured  # a 2 x 2 m plane with UVs over the whole texture
     small = bpy.data.images.new("1k", 1024, 1024)

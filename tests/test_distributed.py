@@ -125,6 +125,14 @@ def test_the_worker_submits_a_shot_and_reports_each_frame(cluster, shot, tmp_pat
                     options={"weights": "random", "size": 32, "iterations": 2, "scales": 1, "seed": 1},
                     temporal_options={"flow": "opencv"}, cluster={"address": cluster["address"], "chunk": 3, "overlap": 1})
         events = worker.until("done", "error", timeout=400)
+        # Fast mode: one task trains the network, the chunks apply it.
+        (tmp_path / "fast").mkdir()
+        worker.send(cmd="stylize_sequence", id=2, frames=[str(p) for p in sorted(shot.glob("*.png"))],
+                    styles=[str(style)], output_dir=str(tmp_path / "fast"),
+                    options={"weights": "random", "size": 32, "seed": 1},
+                    fast={"steps": 2, "crop": 32, "width": "small", "residual_blocks": 1},
+                    temporal_options={"flow": "opencv", "blend": 0.5}, cluster={"address": cluster["address"]})
+        fast_events = worker.until("done", "error", timeout=400)
     finally:
         worker.close()
         if previous is None:
@@ -134,6 +142,9 @@ def test_the_worker_submits_a_shot_and_reports_each_frame(cluster, shot, tmp_pat
     assert frames == sorted(frames) and frames[-1] == events[-2]["frames"] == 7  # 6 frames + 1 lead-in
     assert all(e["kind"] == "frame" for e in events if e["event"] == "progress")
     assert sorted(Path(p).name for p in events[-1]["outputs"]) == [f"frame_{i:04d}.png" for i in range(1, 7)]
+    assert fast_events[-1]["event"] == "done", fast_events[-1]
+    assert len(fast_events[-1]["outputs"]) == 6
+    assert len(list((tmp_path / "fast" / ".model").glob("*.onnx"))) == 1  # trained once, on shared storage
 
 
 def test_blender_submits_the_shot_to_the_cluster(cluster, style, tmp_path):
