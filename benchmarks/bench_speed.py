@@ -28,13 +28,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = Path("docs/bench/speed.json")
@@ -233,20 +234,6 @@ def _summarise(row: dict) -> None:
     row["plain_seconds_to_engine_quality"] = reached
 
 
-def machine() -> dict:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "gpu": "not measured: no GPU lent to this task"}
-
-
 def print_tables(report: dict) -> None:
     if report.get("throughput"):
         print(f"\n{'size':>5} {'plain it/min':>12} {'engine it/min':>13} {'ratio':>6}")
@@ -294,7 +281,7 @@ def main(argv=None) -> int:
         plain_child(json.loads(args.child_plain))
         return 0
     ints = lambda text: [int(t) for t in text.split(",") if t.strip()]  # noqa: E731
-    report = {"machine": machine(), "load_at_start": _load(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    report = {"machine": {"gpu": "not measured: no GPU lent to this task", **machine()}, "load_at_start": _load(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                            if k != "child_plain"},
               "not_measured": {"cuda": "no GPU lent to this task"}}
