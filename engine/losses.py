@@ -51,7 +51,7 @@ def tv_loss(image: torch.Tensor, wrap: bool = False) -> torch.Tensor:
 
     `wrap` (seamless textures) also counts the last column/row against the first.
     """
-    if wrap:  # --- H9 (issue 15) ---
+    if wrap:
         dx = image - image.roll(1, dims=-1)
         dy = image - image.roll(1, dims=-2)
         return dx.pow(2).mean() + dy.pow(2).mean()

@@ -55,6 +55,6 @@ def prepare_network(options: StyleOptions, device: torch.device | None = None) -
     device = device or pick_device(options.device)
     net = load_network(options.model, options.weights, options.pooling, options.cache_dir, options.seed or 0)
     plan = layer_plan(net, options)
-    if options.seamless:  # --- H9 (issue 15): the image is a torus ---
+    if options.seamless:  # the image is a torus
         net.set_padding("circular")
     return Network(net.truncated(plan.layers).to(device), plan, device)

@@ -164,7 +164,6 @@ class FeatureNet(nn.Module):
         self.features = self.features[:depth]
         return self
 
-    # --- H9 (issue 15) ---
     def set_padding(self, mode: str) -> "FeatureNet":
         """Pad every padded conv with "zeros" (the default) or "circular" (the image is a torus:
         seamless textures, engine/seamless.py).  Exact on a torus for VGG at sides divisible by its stride."""
@@ -175,7 +174,6 @@ class FeatureNet(nn.Module):
                 module.padding_mode = mode
         return self
 
-    # --- end H9 ---
     def forward(self, x: torch.Tensor, layers: tuple[str, ...]) -> dict[str, torch.Tensor]:
         wanted = {self.layer_index(name): name for name in layers}
         last = max(wanted)

@@ -75,7 +75,7 @@ def optimize_image(
         parts = {
             "content": options.content_weight * losses.content_loss(feats, targets.content),
             "style": options.style_weight * losses.style_loss(feats, targets.grams, layer_weights),
-            "tv": options.tv_weight * losses.tv_loss(image, wrap=options.seamless),  # H9: wraps when seamless
+            "tv": options.tv_weight * losses.tv_loss(image, wrap=options.seamless),  # wraps when seamless
         }
         for i, extra in enumerate(extra_losses):
             parts["temporal" if i == 0 else f"extra{i}"] = extra(image)

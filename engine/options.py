@@ -180,11 +180,9 @@ class StyleOptions(JsonOptions):
     memory_limit_mb: int = 0
     # Where downloaded/converted weights and style-target caches live; None = default cache.
     cache_dir: str | None = None
-    # --- H9 (issue 15) ---
     # The image is a torus: circular padding, wrap-around TV loss and resizing, so the result
     # tiles seamlessly (engine/seamless.py).  VGG models only; never tiled (docs/material-textures.md).
     seamless: bool = False
-    # --- end H9 ---
 
     def __post_init__(self) -> None:
         _choice("model", self.model, MODELS)
@@ -218,12 +216,10 @@ class StyleOptions(JsonOptions):
             raise EngineError(f"tile_size must be -1 (never tile), 0 (by free memory) or at least 64, got {self.tile_size}")
         if self.tile_overlap < 0 or self.tile_passes < 1 or self.memory_limit_mb < 0:
             raise EngineError("tile_overlap and memory_limit_mb must not be negative and tile_passes must be at least 1")
-        # --- H9 (issue 15) ---
         if self.seamless and self.model == "nin":
             raise EngineError("seamless needs a VGG model: nin's first layer is unpadded, so it cannot wrap around")
         if self.seamless and self.tile_size > 0:
             raise EngineError("seamless runs are never tiled: use tile_size 0 or -1")
-        # --- end H9 ---
         if self.style_layer_weights is not None and self.style_layers is not None:
             if len(self.style_layer_weights) != len(self.style_layers):
                 raise EngineError("style_layer_weights needs one weight per style layer")

@@ -56,10 +56,9 @@ def stylize(
 
     height, width = output_shape(content, options)
     sizes = scale_sizes(height, width, options)
-    resize_rgb = resize  # --- H9 (issue 15): a seamless run wraps around (engine/seamless.py) ---
+    resize_rgb = resize  # a seamless run wraps around (engine/seamless.py)
     if options.seamless:
         sizes, resize_rgb = seamless.torus_sizes(sizes, tiler.geo.stride), seamless.periodic_resize
-    # --- end H9 ---
     reporter = Reporter(sum(tiler.iterations(h, w) for h, w in sizes), progress, cancel)
     reporter.check_cancel()
     rgb = content[..., :3]
@@ -69,7 +68,7 @@ def stylize(
         content_t = to_tensor(resize_rgb(rgb, h, w), device)
         if result is None:
             start = _initial_image(content_t, options, init_image, h, w, device)
-        elif options.seamless:  # H9
+        elif options.seamless:
             start = seamless.periodic_upsample(result, h, w)
         else:
             start = torch.nn.functional.interpolate(result, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 1)
@@ -77,7 +76,7 @@ def stylize(
             result = tiler.optimize(start, content_t, reporter)
         except RuntimeError as exc:
             raise _runtime_error(exc, h, w) from None
-    if options.seamless and result.shape[-2:] != (height, width):  # H9: last scale rounded to the stride
+    if options.seamless and result.shape[-2:] != (height, width):  # last scale rounded to the stride
         result = seamless.periodic_upsample(result, height, width)
     out = to_array(result)
     if options.preserve_colors:

@@ -114,11 +114,10 @@ class TargetSource:
             "weights": weights_key(options.model, options.weights, options.seed),
             "pooling": options.pooling,
         }
-        # --- H9 (issue 15): seamless targets use the torus padding; the ONNX export pads with zeros ---
+        # Seamless targets use the torus padding; the ONNX export pads with zeros
         if options.seamless:
             self.network_key["padding"] = "circular"
         self.backend = "onnxruntime" if _onnx_serves(device) and not options.seamless else "torch"
-        # --- end H9 ---
         self._session = None
 
     def content(self, content: torch.Tensor) -> Grams:

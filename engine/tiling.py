@@ -162,7 +162,7 @@ class Tiler:
         """Tile side for a scale, or None to optimise it whole; decided once per size."""
         if (height, width) not in self.tiles:
             size = self.options.tile_size
-            if size == -1 or self.options.seamless:  # H9: a seamless (torus) image is never tiled
+            if size == -1 or self.options.seamless:  # a seamless (torus) image is never tiled
                 tile = None
             elif size > 0:
                 tile = size if max(height, width) > size else None
@@ -223,7 +223,7 @@ class Tiler:
             reporter.total += (reporter.count - done) + self.iterations(height, width) - planned
 
     def _smaller_tile(self, tile: int | None, height: int, width: int) -> int | None:
-        if self.options.tile_size == -1 or self.options.seamless:  # H9: never tiled
+        if self.options.tile_size == -1 or self.options.seamless:  # never tiled
             return None
         if tile is None:
             tile = min(tile_for_budget(self.budget, self.geo, self.options.optimizer), max(height, width))

@@ -13,10 +13,10 @@ import atexit
 import bpy
 
 from . import operators, panels, preferences, properties, worker_client
-from . import material_textures  # H9 (issue 15)
+from . import material_textures
 
 _classes = (preferences.NeuralStylePreferences, *operators.classes, *panels.classes,
-            *material_textures.classes)  # H9
+            *material_textures.classes)
 
 
 @bpy.app.handlers.persistent
@@ -33,7 +33,7 @@ def _at_exit() -> None:
 
 def register() -> None:
     properties.register()
-    material_textures.register()  # H9
+    material_textures.register()
     for cls in _classes:
         bpy.utils.register_class(cls)
     bpy.app.handlers.load_pre.append(_before_load)
@@ -48,5 +48,5 @@ def unregister() -> None:
     worker_client.shutdown()
     for cls in reversed(_classes):
         bpy.utils.unregister_class(cls)
-    material_textures.unregister()  # H9
+    material_textures.unregister()
     properties.unregister()

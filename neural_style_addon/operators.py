@@ -11,7 +11,7 @@ import os
 import time
 
 import bpy
-from bpy.props import BoolProperty, CollectionProperty, StringProperty  # H7: Add Style's file browser
+from bpy.props import BoolProperty, CollectionProperty, StringProperty  # Add Style's file browser
 
 from . import api, preferences, tasks
 from .errors import StyleError
@@ -179,7 +179,7 @@ class IMAGE_OT_neural_style_cancel(bpy.types.Operator):
         return {"FINISHED"}
 
 
-# --- H7: Add Style (file browser) ---
+# Add Style (file browser)
 class IMAGE_OT_neural_style_style_add(bpy.types.Operator):
     """Add style images: a file browser picks one or more (from a script: `filepath`, or an empty slot)"""
 
@@ -208,7 +208,6 @@ class IMAGE_OT_neural_style_style_add(bpy.types.Operator):
             item.filepath = bpy.path.relpath(path) if path and self.relative_path and bpy.data.filepath else path
         settings.active_style = len(settings.styles) - 1
         return {"FINISHED"}
-# --- end H7 ---
 
 
 class IMAGE_OT_neural_style_style_remove(bpy.types.Operator):
@@ -229,7 +228,7 @@ class IMAGE_OT_neural_style_style_remove(bpy.types.Operator):
         return {"FINISHED"}
 
 
-# --- H7: Install Dependencies (the logic is dependencies.Install; preferences supplies Blender's side) ---
+# Install Dependencies (the logic is dependencies.Install; preferences supplies Blender's side)
 class NEURAL_STYLE_OT_install_dependencies(bpy.types.Operator):
     """Download the style engine's packages from PyPI (the tested versions) into the add-on's user folder, then check them"""
 
@@ -319,7 +318,6 @@ class NEURAL_STYLE_OT_install_dependencies_cancel(bpy.types.Operator):
     def execute(self, context):
         preferences.installing.cancel()
         return {"FINISHED"}
-# --- end H7 ---
 
 
 classes = (
@@ -329,7 +327,7 @@ classes = (
     IMAGE_OT_neural_style_style_add,
     IMAGE_OT_neural_style_style_remove,
     NEURAL_STYLE_OT_install_dependencies,
-    NEURAL_STYLE_OT_install_dependencies_cancel,  # H7
+    NEURAL_STYLE_OT_install_dependencies_cancel,
 )
 
 

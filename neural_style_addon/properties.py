@@ -141,7 +141,7 @@ class NeuralStyleSettings(bpy.types.PropertyGroup):
         name="Add Sequencer Strip", default=False,
         description="Show the frames as an image strip in the scene '<Scene> Stylized' (this scene keeps rendering its 3D view)",
     )
-    # --- H8 (issue 10 point 3): what a rerun does with frames already in the output folder ---
+    # What a rerun does with frames already in the output folder.
     existing_frames: EnumProperty(
         name="Existing Frames", default="RESUME",
         items=(
@@ -149,7 +149,6 @@ class NeuralStyleSettings(bpy.types.PropertyGroup):
             ("OVERWRITE", "Overwrite", "Stylize every frame again"),
         ),
     )
-    # --- end H8 ---
     animation_mode: EnumProperty(
         name="Mode", default="OPTIMIZE",
         items=(

@@ -40,7 +40,7 @@ def run_on_worker(task: Task, content: str, styles: list[str], options: dict, wo
         **({"temporal": temporal} if temporal else {}),
     })
     event = yield from follow(task, job_id, label, share, on_preview)
-    timings.record(options, event)  # H7: this machine's speed, for the panel's cost estimate
+    timings.record(options, event)  # this machine's speed, for the panel's cost estimate
     return np.load(event["output"])
 
 
@@ -175,7 +175,7 @@ def train_fast(task: Task, job: Job, frames: list[int], read: animation.FrameRea
         "fast": job.fast or {}, "model_dir": model_dir,
     })
     event = yield from follow(task, job_id, "Training: ")
-    timings.record_training(job.options, event["output"])  # H7: training speed, for the panel's cost estimate
+    timings.record_training(job.options, event["output"])  # training speed, for the panel's cost estimate
     return (lambda frame: np.load(cached[frame])), event["output"]
 
 

@@ -30,7 +30,7 @@ def test_default_job_uses_bundled_samples(tmp_path, capsys):
     assert result.shape == (43, 64, 3)
 
 
-# --- H7 (issue 10, point 8): the README's demo writes where git and the extension build never look ---
+# The README's demo writes where git and the extension build never look
 def test_the_demo_writes_into_the_ignored_out_folder_at_its_own_size(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["stylize", "--weights", "random", "--size", "32", "--json"]) == 0
@@ -40,7 +40,6 @@ def test_the_demo_writes_into_the_ignored_out_folder_at_its_own_size(tmp_path, m
     assert summary["options"]["iterations"] == 100  # the demo's length, unless -n says otherwise
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     assert "/out/" in open(os.path.join(root, ".gitignore")).read().split()
-# --- end H7 ---
 
 
 def test_stylize_writes_output_and_leaves_inputs(files):

@@ -71,7 +71,7 @@ def _style_flags() -> dict[str, tuple[tuple[str, ...], dict]]:
         "precision": (("--precision",), dict(choices=PRECISIONS, default=d.precision)),
         "tile_size": (("--tile-size",), dict(type=int, default=d.tile_size, help="0 = by free memory, -1 = never tile")),
         "seamless": (("--seamless",), dict(action="store_true", help="the result tiles: the image wraps around "
-                     "(VGG models, never tiled; docs/material-textures.md)")),  # H9 (issue 15)
+                     "(VGG models, never tiled; docs/material-textures.md)")),
         "cache_dir": (("--cache-dir",), dict(help="weights cache (default $NEURAL_STYLE_CACHE or ~/.cache/neural-style)")),
     }
 

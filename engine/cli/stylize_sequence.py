@@ -38,12 +38,11 @@ def add_temporal_arguments(parser) -> None:
     d = TemporalOptions()
     parser.add_argument("--temporal-weight", type=float, default=d.weight)
     parser.add_argument("--blend", type=float, default=d.blend, help="mix of the warped previous frame into the result, 0-1")
-    # --- H5 (issue 11): what counts as unchanged (engine/trust.py) ---
+    # What counts as unchanged (engine/trust.py)
     parser.add_argument("--tolerance", type=float, default=d.tolerance,
                         help="CIELAB colour change beyond which a pixel is re-stylized instead of kept (0 = off)")
     parser.add_argument("--feather", type=float, default=d.feather,
                         help="pixels over which kept regions fade into re-stylized ones")
-    # --- end H5 ---
 
 
 def add_cluster_arguments(parser) -> None:
@@ -76,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     options = options_from_args(args)
     temporal = TemporalOptions(
         enabled=args.flow != "none", weight=args.temporal_weight, flow="auto" if args.flow == "none" else args.flow,
-        blend=args.blend, tolerance=args.tolerance, feather=args.feather,  # H5 (issue 11)
+        blend=args.blend, tolerance=args.tolerance, feather=args.feather,
     )
     start = time.perf_counter()
     if args.ray is not None:
