@@ -193,6 +193,94 @@ def stylize_sequence(
     return SequenceResult(written, skipped, failed, time.perf_counter() - started, nodes)
 
 
+def stylize_image(
+    content: np.ndarray,
+    styles: list[np.ndarray],
+    options: StyleOptions,
+    cluster: ClusterOptions | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+) -> np.ndarray:
+    """One large image (8K) with the tiles of each tiled scale optimised on Ray nodes at once.
+
+    Scales small enough to optimise whole run here; a tiled scale (by free memory, or `options.tile_size`)
+    sends each pass's tiles as Ray tasks.  The pass's style Grams go into Ray's object store once and every
+    task reads them from there; each node loads the network once per worker process.  The tiles of one pass
+    all start from the same image, so the result is the one-machine tiled result up to the content targets'
+    backend (onnxruntime here, torch on the nodes: ~1e-6 relative).
+    """
+    from .pipeline import stylize
+
+    cluster = cluster or ClusterOptions()
+    ray = connect(cluster.address)
+    return stylize(content, styles, options, progress, cancel, tile_runner=RayTiles(ray, options, cluster, cancel))
+
+
+class RayTiles:
+    """A `tiling.TileRunner` that optimises a pass's tiles as Ray tasks."""
+
+    def __init__(self, ray, options: StyleOptions, cluster: ClusterOptions, cancel: CancelFn | None = None):
+        self.ray = ray
+        self.options = options.to_dict()
+        self.cancel = cancel
+        self.task = ray.remote(max_retries=cluster.retries, **_resources(cluster))(_tile_task)
+
+    def __call__(self, starts, contents, grams, iterations: int, reporter) -> list:
+        import torch
+
+        ray = self.ray
+        grams_ref = ray.put({name: g.detach().float().cpu().numpy() for name, g in grams.items()})
+        refs = [self.task.remote(self.options, s.detach().float().cpu().numpy(), c.detach().float().cpu().numpy(),
+                                 grams_ref, iterations) for s, c in zip(starts, contents)]
+        index = {ref: i for i, ref in enumerate(refs)}
+        results: list = [None] * len(refs)
+        pending = list(refs)
+        while pending:
+            if self.cancel is not None and self.cancel():
+                for ref in pending:
+                    ray.cancel(ref, force=True)
+                raise Cancelled("cancelled")
+            done, pending = ray.wait(pending, num_returns=1, timeout=POLL)
+            for ref in done:
+                try:
+                    tile, losses = ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:
+                    raise _unwrap(exc) from None
+                results[index[ref]] = torch.from_numpy(tile)
+                reporter.tile_finished(sum(r is not None for r in results))
+                reporter.step(losses, lambda: None, steps=iterations)
+        return results
+
+
+# The network of each option set a Ray worker process has loaded (a process serves many tiles).
+_networks: dict[str, tuple] = {}
+
+
+def _tile_task(options: dict, start: np.ndarray, content: np.ndarray, grams: dict, iterations: int):
+    """Optimise one tile towards the shared Grams and its own content; returns (tile, last losses)."""
+    import torch
+
+    from .model import prepare_network
+    from .optimize import Targets, optimize_image
+    from .progress import Reporter
+    from .targets import content_targets
+    from .tensors import autocast_factory
+
+    style_options = StyleOptions.from_dict(options)
+    key = data_digest(options)
+    if key not in _networks:
+        _networks[key] = prepare_network(style_options)
+    net, plan, device = _networks[key]
+    autocast = autocast_factory(device, style_options.precision)
+    content_t = torch.from_numpy(content).to(device)
+    targets = Targets(content_targets(net, content_t, plan.content, autocast),
+                      {name: torch.from_numpy(g).to(device) for name, g in grams.items()})
+    reporter = Reporter(iterations, None, None)
+    out = optimize_image(net, torch.from_numpy(start).to(device), targets, style_options, plan.weights, iterations,
+                         reporter, autocast)
+    return out.float().cpu().numpy(), reporter.last_losses
+
+
 def connect(address: str | None):
     """The `ray` module, connected to `address` (see `ClusterOptions`); an EngineError if Ray is missing."""
     remote = address not in (None, "", "local")

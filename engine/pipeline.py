@@ -23,7 +23,7 @@ from .options import StyleOptions
 from .progress import CancelFn, ProgressFn, Reporter
 from .targets import TargetSource
 from .tensors import autocast_factory, check_image, pick_device, to_array, to_tensor
-from .tiling import Tiler
+from .tiling import Tiler, TileRunner
 
 
 def stylize(
@@ -34,8 +34,10 @@ def stylize(
     cancel: CancelFn | None = None,
     init_image: np.ndarray | None = None,
     extra_losses: tuple[ExtraLoss, ...] = (),
+    tile_runner: TileRunner | None = None,
 ) -> np.ndarray:
-    """See `engine.stylize`.  `init_image` and `extra_losses` serve temporal coherence."""
+    """See `engine.stylize`.  `init_image` and `extra_losses` serve temporal coherence; `tile_runner`
+    optimises the tiles of tiled scales elsewhere (engine/distributed.py)."""
     content, restore = hdr.to_display(content)  # values above 1: stylize a display version (engine/hdr.py)
     content = check_image("content image", content)
     if not styles:
@@ -52,7 +54,7 @@ def stylize(
     autocast = autocast_factory(device, options.precision)
     net, plan, _ = prepare_network(options, device)
     source = TargetSource(net, options, styles, blend, device, autocast)
-    tiler = Tiler(net, source, plan.weights, autocast, extra_losses)
+    tiler = Tiler(net, source, plan.weights, autocast, extra_losses, tile_runner)
 
     height, width = output_shape(content, options)
     sizes = scale_sizes(height, width, options)

@@ -79,12 +79,17 @@ class Reporter:
         """The run moves to tile `index` (1-based) of `count` in pass `pass_index` of `passes`."""
         self._tile = {"tile": index, "tiles": count, "tile_size": size, "tile_pass": pass_index, "tile_passes": passes}
 
+    def tile_finished(self, index: int) -> None:
+        """Tiles of the current pass that ran elsewhere at once: `index` of them are done."""
+        self._tile = {**self._tile, "tile": index}
+
     def check_cancel(self) -> None:
         if self.cancel is not None and self.cancel():
             raise Cancelled("cancelled")
 
-    def step(self, losses: dict[str, float], image_fn: Callable[[], np.ndarray | None]) -> None:
-        self.count += 1
+    def step(self, losses: dict[str, float], image_fn: Callable[[], np.ndarray | None], steps: int = 1) -> None:
+        """`steps` optimiser steps have run (more than one when a whole tile ran elsewhere, e.g. on a Ray node)."""
+        self.count += steps
         self.last_losses = losses
         if self.progress is not None:
             elapsed = time.perf_counter() - self.start

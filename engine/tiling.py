@@ -18,7 +18,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -129,6 +129,12 @@ def cored_grams(
     return {name: sums[name] / counts[name] for name in layers}
 
 
+# Optimises the tiles of one pass elsewhere (engine/distributed.py: on Ray nodes): (start tiles, content tiles,
+# the scale's style Grams, iterations per tile, the run's Reporter) -> the optimised tiles, in order.
+TileRunner = Callable[[list[torch.Tensor], list[torch.Tensor], dict[str, torch.Tensor], int, Reporter],
+                      list[torch.Tensor]]
+
+
 class Tiler:
     """Plans and runs each scale of one `stylize` call: whole when it fits, else in tiles.
 
@@ -143,9 +149,11 @@ class Tiler:
         layer_weights: dict[str, float],
         autocast: Autocast,
         extra_losses: tuple[ExtraLoss, ...] = (),
+        tile_runner: TileRunner | None = None,
     ):
         self.net = net
         self.source = source
+        self.tile_runner = tile_runner
         self.options = source.options
         self.layer_weights = layer_weights
         self.autocast = autocast
@@ -257,6 +265,17 @@ class Tiler:
             boxes = grid(height, width, tile, overlap, p, self.passes)
             blended = torch.zeros_like(image)
             weights = torch.zeros((1, 1, height, width), device=image.device)
+            if self.tile_runner is not None and not self.extra_losses:
+                # Every tile of a pass starts from the same image, so they can run anywhere at once.
+                reporter.at_tile(0, len(boxes), tile, p + 1, self.passes)
+                outs = self.tile_runner([box.of(image) for box in boxes], [box.of(content) for box in boxes], grams,
+                                        self.tile_iterations(), reporter)
+                for box, out in zip(boxes, outs):
+                    w = feather(box, height, width, overlap, image.device)
+                    box.of(blended).add_(out.to(image.device) * w)
+                    box.of(weights).add_(w)
+                image = blended / weights
+                continue
             for k, box in enumerate(boxes):
                 reporter.at_tile(k + 1, len(boxes), tile, p + 1, self.passes)
                 targets = Targets(self.source.content(box.of(content)), grams)

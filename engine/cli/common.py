@@ -90,8 +90,9 @@ def add_style_arguments(parser, fields: Iterable[str] | None = None, **changes: 
 
 
 def options_from_args(args: argparse.Namespace) -> StyleOptions:
-    """The StyleOptions named by a parsed command line (fields it has no flag for keep their defaults)."""
-    given = vars(args)
+    """The StyleOptions named by a parsed command line (fields it has no flag for, or whose flag was not given
+    and defaults to None, keep their defaults)."""
+    given = {name: value for name, value in vars(args).items() if value is not None}
     return StyleOptions(**{f.name: given[f.name] for f in dataclasses.fields(StyleOptions) if f.name in given})
 
 

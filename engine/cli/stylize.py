@@ -28,6 +28,9 @@ def register(sub) -> None:
                    help=f"output image (default: {DEFAULT_OUTPUT}, its folder created when missing)")
     p.add_argument("--bits", type=int, choices=(8, 16), default=8, help="PNG/TIFF bit depth")
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of progress")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="optimise the tiles of tiled scales on a Ray cluster (a large image; set --tile-size): no "
+                        "value starts Ray here, 'auto' joins this machine's cluster, HOST:PORT joins that head node")
     add_quiet(p)
     add_style_arguments(p.add_argument_group("style options"), iterations=dict(
         default=None, help=f"per scale (default {StyleOptions.iterations}; the no-argument demo: {DEMO_ITERATIONS})"))
@@ -49,7 +52,6 @@ def run(args: argparse.Namespace) -> int:
     if args.content is None and not args.style:  # the demo
         args.size = DEMO_SIZE if args.size is None else args.size
         args.iterations = DEMO_ITERATIONS if args.iterations is None else args.iterations
-    args.iterations = StyleOptions.iterations if args.iterations is None else args.iterations
     options = options_from_args(args)
     content = read_image(content_path, hdr=True)  # EXR/float TIFF highlights above 1 survive (engine/hdr.py)
     styles = [read_image(p, hdr=True) for p in style_paths]
@@ -64,7 +66,12 @@ def run(args: argparse.Namespace) -> int:
             last[:] = [p]
             progress(p)
 
-        result = stylize(content, styles, options, progress=report)
+        if args.ray is not None:
+            from ..distributed import ClusterOptions, stylize_image
+
+            result = stylize_image(content, styles, options, ClusterOptions(args.ray), progress=report)
+        else:
+            result = stylize(content, styles, options, progress=report)
     elapsed = time.perf_counter() - start
     write_image(output, result, protect=inputs, bits=args.bits)
     summary = {
