@@ -187,7 +187,7 @@ def stylize_sequence(
         if fast is not None:
             job["model"] = _train_fast(ray, frames, styles, options, fast, out_dir, cluster)
         failed = _run_chunks(ray, job, ray.put(styles), chunks, cluster, progress, cancel, started)
-    written = _compose(chunks, outputs, work, failed, len(frames))
+    written = _compose(chunks, outputs, work, failed)
     if not failed:
         shutil.rmtree(work, ignore_errors=True)
     return SequenceResult(written, skipped, failed, time.perf_counter() - started, nodes)
@@ -441,7 +441,7 @@ def _train_task(frames: list[str], style: np.ndarray, options: dict, fast: dict,
     return str(train(frames, style, StyleOptions.from_dict(options), FastOptions.from_dict(fast), model_dir))
 
 
-def _compose(chunks: list[Chunk], outputs: list[Path], work: Path, failed: dict[str, str], count: int) -> list[Path]:
+def _compose(chunks: list[Chunk], outputs: list[Path], work: Path, failed: dict[str, str]) -> list[Path]:
     """Write the final frames: each owned frame, cross-faded with the next chunk's lead-in where it has one."""
     from .images import write_image
 

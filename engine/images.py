@@ -249,11 +249,9 @@ def check_output(path: str | os.PathLike, protect: tuple = ()) -> Path:
     for other in protect:
         if Path(other).exists() and path.exists() and os.path.samefile(path, other):
             raise EngineError(f"refusing to overwrite an input image: {path}")
-    folder = path.parent
-    if not folder.is_dir():
-        raise EngineError(f"output folder does not exist: {folder}")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise EngineError(f"output folder is not writable: {folder}")
+    if not path.parent.is_dir():
+        raise EngineError(f"output folder does not exist: {path.parent}")
+    check_output_folder(path.parent)
     return path
 
 
