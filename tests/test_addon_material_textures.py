@@ -155,14 +155,158 @@ def test_texel_density_gives_a_4k_and_a_1k_texture_the_same_scale(textured):
     assert material_textures.texture_style_scale(1.0, plane, small) == pytest.approx(0.125)
 
 
-def test_udim_and_no_texture_are_refused_before_any_work(textured):
-    plane, _ = textured
+def test_mapping_scale_counts_in_the_stroke_size(textured):
+    plane, _ = textured  # 2 x 2 m plane, UVs over the texture once, Albedo's Vector through a Mapping node
+    node = plane.active_material.node_tree.nodes["Albedo"]
+    mapping = node.inputs["Vector"].links[0].from_node
+    image = bpy.data.images.new("1k", 1024, 1024)
+    node.image = image
+    assert material_textures.texels_per_unit(plane, image, node=node) == pytest.approx(512)
+    mapping.inputs["Scale"].default_value = (2, 2, 1)  # the texture repeats 2 x 2 times: twice the texels per m
+    assert material_textures.texels_per_unit(plane, image, node=node) == pytest.approx(1024)
+    assert material_textures.texture_style_scale(1.0, plane, image, node=node) == pytest.approx(1.0)
+    mapping.inputs["Scale"].default_value = (4, 1, 1)  # anisotropic: the geometric mean
+    assert material_textures.texels_per_unit(plane, image, node=node) == pytest.approx(1024)
+    mapping.vector_type = "TEXTURE"  # the inverse transform: the texture is stretched 4 x 1
+    assert material_textures.texels_per_unit(plane, image, node=node) == pytest.approx(256)
+    mapping.vector_type = "POINT"
+    reroute = plane.active_material.node_tree.nodes.new("NodeReroute")  # reroutes are followed
+    tree = plane.active_material.node_tree
+    tree.links.new(mapping.outputs["Vector"], reroute.inputs[0])
+    tree.links.new(reroute.outputs[0], node.inputs["Vector"])
+    assert material_textures.texels_per_unit(plane, image, node=node) == pytest.approx(1024)
+    # ... and a run uses it: the job's style_scale for the Albedo texture
+    job = material_textures.build_job(bpy.context.scene)
+    texture = next(t for t in material_textures.textures(plane.active_material) if t.name == "Albedo")
+    assert material_textures.texture_options(job, plane, texture, None)["style_scale"] == pytest.approx(1.0)
+
+
+def test_udim_tile_uses_its_own_size_and_the_faces_in_it(textured):
+    plane, folder = textured  # 2 x 2 m plane: two triangles of 2 m^2
+    image = _udim(folder, sizes={1001: (32, 32), 1002: (64, 64)})
+    assert material_textures.texels_per_unit(plane, image, tile=1001) == pytest.approx(16)  # 32 px over 2 m
+    assert material_textures.texels_per_unit(plane, image, tile=1002) == pytest.approx(32)  # no face: all faces
+    mesh = plane.data
+    mesh.calc_loop_triangles()
+    triangles = sorted(tuple(sorted(t.vertices)) for t in mesh.loop_triangles)
+    uv_of_vertex = {0: (0.1, 0.1), 1: (1.9, 0.1), 2: (0.1, 0.5), 3: (1.9, 0.9)}  # primitive plane: 0 1 / 2 3
+    for loop in mesh.loops:
+        mesh.uv_layers.active.data[loop.index].uv = uv_of_vertex[loop.vertex_index]
+    areas = {}
+    for tri in triangles:
+        (x0, y0), (x1, y1), (x2, y2) = (uv_of_vertex[v] for v in tri)
+        tile = 1001 + int((x0 + x1 + x2) // 3)
+        areas[tile] = areas.get(tile, 0) + abs((x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)) / 2
+    assert sorted(areas) == [1001, 1002] and areas[1001] != pytest.approx(areas[1002])  # one triangle in each
+    for tile, side in ((1001, 32), (1002, 64)):
+        expected = (side * side * areas[tile] / 2) ** 0.5  # each triangle covers 2 m^2
+        assert material_textures.texels_per_unit(plane, image, tile=tile) == pytest.approx(expected)
+        assert material_textures.texture_style_scale(1.0, plane, image, tile=tile) == pytest.approx(expected / side)
+
+
+@pytest.mark.parametrize("float_buffer, tolerance", [(False, 0.5 / 255), (True, 1e-5)])
+def test_texture_files_read_back_as_written(tmp_path, float_buffer, tolerance):
+    rng = np.random.default_rng(5)
+    pixels = rng.random((12, 20, 4)).astype(np.float32)
+    pixels[..., 3] = np.linspace(0.2, 1.0, 20)
+    path = str(tmp_path / ("t.exr" if float_buffer else "t.png"))
+    material_textures.write_texture_file(path, pixels, float_buffer)
+    image = bpy.data.images.load(path, check_existing=False)
+    assert image.is_float == float_buffer
+    assert np.abs(image_bridge.image_to_array(image) - pixels).max() < tolerance
+
+
+def _udim(folder, name="tex", sizes={1001: (32, 32), 1002: (24, 16)}) -> bpy.types.Image:
+    """A UDIM image on disk: one PNG per tile, different content (and size: rows, columns) in each."""
+    for seed, (number, size) in enumerate(sizes.items(), start=3):
+        _texture_file(folder / f"{name}.{number}.png", size=size, seed=seed)
+    image = bpy.data.images.load(str(folder / f"{name}.{min(sizes)}.png"))
+    image.source = "TILED"  # Blender finds the other tiles and puts <UDIM> in the path
+    assert sorted(t.number for t in image.tiles) == sorted(sizes)
+    return image
+
+
+def _tile_files(image) -> dict[int, str]:
+    path = bpy.path.abspath(image.filepath)
+    return {t.number: material_textures.tile_path(path, t.number) for t in image.tiles}
+
+
+def test_udim_tiles_are_read_each_as_blender_reads_it(textured):
+    _, folder = textured
+    image = _udim(folder)
+    tiles = dict(material_textures.read_tiles(image, str(folder)))
+    assert sorted(tiles) == [1001, 1002]
+    assert tiles[1001].shape == (32, 32, 4) and tiles[1002].shape == (24, 16, 4)  # rows x columns
+    assert np.array_equal(tiles[1001], image_bridge.image_to_array(image))  # Blender's own first tile
+    assert np.array_equal(tiles[1002], image_bridge.load_image_file(str(folder / "tex.1002.png")))
+    assert not np.allclose(tiles[1001][:24, :16], tiles[1002], atol=0.05)
+
+
+def test_udim_texture_becomes_a_new_udim_with_every_tile_stylized(textured):
+    plane, folder = textured
     material = plane.active_material
     node = material.node_tree.nodes["Albedo"]
-    node.image.source = "TILED"
-    with pytest.raises(StyleError, match="UDIM"):
+    original = node.image = _udim(folder)
+    assert node.extension == "REPEAT" and not node.neural_style_seamless  # a UDIM's tiles are not tori
+    before = {n: _digest(path) for n, path in _tile_files(original).items()}
+    sources = dict(material_textures.read_tiles(original, str(folder)))
+    links_before = _links(material)
+
+    made = material_textures.stylize_textures(obj=plane)
+
+    result = made[0]
+    assert node.image == result != original and result.source == "TILED"
+    assert {t.number: tuple(t.size) for t in result.tiles} == {t.number: tuple(t.size) for t in original.tiles}
+    assert (result.colorspace_settings.name, result.alpha_mode) == (original.colorspace_settings.name,
+                                                                    original.alpha_mode)
+    assert "<UDIM>" in result.filepath and _links(material) == links_before
+    files = _tile_files(result)
+    assert all(os.path.dirname(path) == str(folder / material_textures.RESULT_FOLDER) for path in files.values())
+    for number, path in files.items():  # each tile file read on its own, not through read_tiles
+        pixels = image_bridge.load_image_file(path)
+        assert pixels.shape == sources[number].shape
+        assert np.allclose(pixels[..., 3], 0.75, atol=1 / 255)
+        assert not np.allclose(pixels, sources[number], atol=0.02), number
+    assert np.array_equal(image_bridge.image_to_array(result), image_bridge.load_image_file(files[1001]))
+    assert {n: _digest(path) for n, path in _tile_files(original).items()} == before  # originals untouched
+    assert original.name in bpy.data.images and original.use_fake_user
+
+    assert material_textures.restore(material) == 1
+    assert node.image == original and not original.use_fake_user
+
+
+def test_packed_udim_gives_a_packed_udim(textured):
+    plane, folder = textured
+    node = plane.active_material.node_tree.nodes["Albedo"]
+    original = node.image = _udim(folder, "packed", {1001: (32, 32), 1003: (32, 32)})
+    original.pack()
+    sources = dict(material_textures.read_tiles(original, str(folder)))
+    made = material_textures.stylize_textures(obj=plane, nodes=["Albedo"])
+    result = made[0]
+    assert result.source == "TILED" and sorted(t.number for t in result.tiles) == [1001, 1003]
+    assert sorted(item.tile_number for item in result.packed_files) == [1001, 1003]
+    assert not os.path.exists(folder / material_textures.RESULT_FOLDER)  # nothing beside the .blend
+    tiles = dict(material_textures.read_tiles(result, str(folder)))
+    for number in (1001, 1003):
+        assert not np.allclose(tiles[number], sources[number], atol=0.02), number
+    assert not np.allclose(tiles[1001], tiles[1003], atol=0.02)
+    assert node.image == result and original.packed_file is not None
+
+
+def test_udim_with_a_tile_that_has_no_file_is_refused_before_any_work(textured):
+    plane, folder = textured
+    node = plane.active_material.node_tree.nodes["Albedo"]
+    node.image = _udim(folder)
+    node.image.tiles.new(tile_number=1011)  # generated in memory, no file
+    with pytest.raises(StyleError, match="no file for tile 1011"):
         material_textures.stylize_textures(obj=plane, nodes=["Albedo"])
-    node.image.source = "FILE"
+    assert node.image.source == "TILED" and node.image.filepath.endswith("tex.<UDIM>.png")
+    assert material_textures.ORIGINAL not in node
+
+
+def test_no_ticked_texture_is_refused_before_any_work(textured):
+    plane, _ = textured
+    material = plane.active_material
     material.node_tree.nodes["Albedo"].neural_style_pick = False
     with pytest.raises(StyleError, match="no colour texture"):
         material_textures.stylize_textures(obj=plane)
