@@ -1,4 +1,4 @@
-"""Blender multilayer EXR renders: the Combined, Vector and Depth passes.
+"""Blender multilayer EXR renders: the Combined, Vector, Depth and Cryptomatte passes.
 
 Blender names channels "<view layer>.<pass>.<channel>" ("ViewLayer.Vector.X");
 Blender 5 writes one EXR part per pass, older versions one part for all, so
@@ -15,6 +15,13 @@ to_prev = (X, -Y) and to_next = (-Z, W).
 The Depth pass ("<layer>.Depth.Z") is the distance from the camera along its
 view axis, in scene units (1e10 where nothing was hit); engine.trust uses it
 to find pixels that were hidden in the previous frame.
+
+Cryptomatte passes ("<layer>.CryptoObject00.r/g/b/a", ...) hold, per pixel, pairs
+of (ID, coverage) ranked by coverage: r,g and b,a of each numbered channel
+set.  An ID is the MurmurHash3 of a name stored as float32 bits; the file's
+header maps names to those hashes ("cryptomatte/<key>/manifest", JSON name -> hex).
+Summing the coverage of every rank whose ID is one of the wanted names gives an
+anti-aliased matte (engine.regions uses them as masks).
 """
 
 from __future__ import annotations
@@ -70,6 +77,62 @@ def read_render(path: str | Path) -> Render:
         return Render(image, None, None, depth)
     x, y, z, w = vector
     return Render(image, np.stack([x, -y], axis=2), np.stack([-z, w], axis=2), depth)
+
+
+# Cryptomatte pass per kind of name.
+CRYPTOMATTE = {"object": "CryptoObject", "material": "CryptoMaterial", "asset": "CryptoAsset"}
+
+
+def cryptomatte(path: str | Path, kind: str, names: list[str]) -> np.ndarray:
+    """Coverage (HxW in [0, 1]) of the objects/materials/assets `names` in a render's Cryptomatte pass.
+
+    A name the render does not list covers nothing (an object out of this frame's view layer); a render
+    without the pass is an EngineError.
+    """
+    path = Path(path)
+    if kind not in CRYPTOMATTE:
+        raise EngineError(f"Cryptomatte kind must be one of {', '.join(CRYPTOMATTE)}, got {kind!r}")
+    channels = _channels(path)
+    suffix = f".{CRYPTOMATTE[kind]}"
+    layers = sorted({n.rsplit(".", 1)[0][:-2] for n in channels if n.rsplit(".", 1)[0][:-2].endswith(suffix)})
+    if not layers:
+        raise EngineError(f"{path} has no {CRYPTOMATTE[kind]} pass; render with Cryptomatte {kind.title()} on")
+    layer = layers[0]
+    manifest = _manifests(path).get(layer)
+    if manifest is None:
+        raise EngineError(f"{path} has a {CRYPTOMATTE[kind]} pass but no Cryptomatte manifest in its header")
+    wanted = np.array([int(manifest[n], 16) for n in names if n in manifest], np.uint32).view(np.float32)
+    coverage = None
+    for index in range(100):
+        rank = [channels.get(f"{layer}{index:02d}.{c}") for c in "rgba"]
+        if rank[0] is None:
+            break
+        for ids, cover in ((rank[0], rank[1]), (rank[2], rank[3])):
+            part = np.where(np.isin(ids, wanted), cover, 0)
+            coverage = part if coverage is None else coverage + part
+    return np.clip(coverage, 0, 1).astype(np.float32)
+
+
+def _manifests(path: Path) -> dict[str, dict[str, str]]:
+    """Cryptomatte layer name ("ViewLayer.CryptoObject") -> its manifest (name -> hex hash), from the header."""
+    import json
+
+    import OpenEXR
+
+    keys: dict[str, dict[str, str]] = {}
+    with OpenEXR.File(str(path), header_only=True) as exr:
+        for part in exr.parts:
+            for key, value in part.header.items():
+                if str(key).startswith("cryptomatte/"):
+                    keys.setdefault(str(key).split("/")[1], {})[str(key).split("/")[2]] = value
+    manifests = {}
+    for fields in keys.values():
+        if "name" in fields and "manifest" in fields:
+            try:
+                manifests[str(fields["name"])] = json.loads(fields["manifest"])
+            except ValueError:
+                continue
+    return manifests
 
 
 def _channels(path: Path, header_only: bool = False) -> dict[str, np.ndarray | None]:

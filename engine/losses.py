@@ -42,6 +42,38 @@ def style_loss(
     return sum(layer_weights[name] * _gram_error(gram(features[name]), g) for name, g in grams.items()) / total
 
 
+def guided_style_loss(features: dict[str, torch.Tensor], guides, layer_weights: dict[str, float]) -> torch.Tensor:
+    """The style loss of several regions (`engine.regions.Guide`s), each against its own Grams.
+
+    Per layer, a region's guided Gram is the Gram of the features weighted by the region's mask at that
+    layer's resolution, divided by the mask's energy instead of the pixel count, so it estimates the Gram of
+    the region alone.  Each region's error is weighted by its share of the layer and its own weight; one
+    region covering everything gives `style_loss`.
+    """
+    total = sum(layer_weights.values())
+    loss = None
+    for name, weight in layer_weights.items():
+        f = features.get(name)
+        if f is None or weight == 0:
+            continue
+        b, c, h, w = f.shape
+        for guide in guides:
+            mask, area, energy = guide.at(h, w)
+            if area < MIN_GUIDE_AREA:
+                continue
+            flat = (f.float() * mask).reshape(b, c, h * w)
+            g = torch.bmm(flat, flat.transpose(1, 2)) / (c * energy)
+            term = (guide.weight * area * weight) * _gram_error(g, guide.grams[name])
+            loss = term if loss is None else loss + term
+    if loss is None:
+        return features[next(iter(features))].sum() * 0  # no region has pixels here: no style pull
+    return loss / total
+
+
+# A region covering less than this share of a layer is skipped there (nothing to estimate a Gram from).
+MIN_GUIDE_AREA = 1e-4
+
+
 def _gram_error(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return relative_mse(value, target) / value.shape[0]
 

@@ -23,6 +23,7 @@ from . import losses
 from .networks import FeatureNet
 from .options import StyleOptions
 from .progress import Reporter
+from .regions import Guide
 from .tensors import Autocast, to_array
 
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
@@ -36,10 +37,17 @@ ExtraLoss = Callable[[torch.Tensor], torch.Tensor]
 
 @dataclass
 class Targets:
-    """What one scale (or tile) optimises towards."""
+    """What one scale (or tile) optimises towards: content features and the style Grams of the whole
+    picture, or, with spatial control (engine/regions.py), one guide per styled region instead."""
 
     content: dict[str, torch.Tensor]
     grams: dict[str, torch.Tensor]
+    guides: list[Guide] | None = None
+
+    def style_loss(self, features: dict[str, torch.Tensor], layer_weights: dict[str, float]) -> torch.Tensor:
+        if self.guides is None:
+            return losses.style_loss(features, self.grams, layer_weights)
+        return losses.guided_style_loss(features, self.guides, layer_weights)
 
 
 def optimize_image(
@@ -60,7 +68,7 @@ def optimize_image(
     before `iterations` when the loss has converged (`converged`).
     """
     image = image.detach().clone().requires_grad_(True)
-    layers = tuple(targets.content) + tuple(n for n in targets.grams if n not in targets.content)
+    layers = tuple(dict.fromkeys((*targets.content, *layer_weights)))
     lr = options.learning_rate or DEFAULT_LR[options.optimizer]
     if options.optimizer == "lbfgs":
         optimizer = torch.optim.LBFGS([image], lr=lr, max_iter=1, history_size=50)
@@ -74,7 +82,7 @@ def optimize_image(
             feats = net(image, layers)
         parts = {
             "content": options.content_weight * losses.content_loss(feats, targets.content),
-            "style": options.style_weight * losses.style_loss(feats, targets.grams, layer_weights),
+            "style": options.style_weight * targets.style_loss(feats, layer_weights),
             "tv": options.tv_weight * losses.tv_loss(image, wrap=options.seamless),  # wraps when seamless
         }
         for i, extra in enumerate(extra_losses):

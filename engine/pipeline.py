@@ -13,7 +13,7 @@ import math
 import numpy as np
 import torch
 
-from . import hdr, seamless
+from . import hdr, regions as spatial, seamless
 from .errors import EngineError
 from .images import read_image, resize
 from .memory import is_out_of_memory
@@ -35,9 +35,11 @@ def stylize(
     init_image: np.ndarray | None = None,
     extra_losses: tuple[ExtraLoss, ...] = (),
     tile_runner: TileRunner | None = None,
+    regions: list[spatial.Region] | None = None,
 ) -> np.ndarray:
     """See `engine.stylize`.  `init_image` and `extra_losses` serve temporal coherence; `tile_runner`
-    optimises the tiles of tiled scales elsewhere (engine/distributed.py)."""
+    optimises the tiles of tiled scales elsewhere (engine/distributed.py); `regions` give parts of the
+    picture their own styles (engine/regions.py)."""
     content, restore = hdr.to_display(content)  # values above 1: stylize a display version (engine/hdr.py)
     content = check_image("content image", content)
     if not styles:
@@ -46,6 +48,8 @@ def stylize(
     blend = list(options.style_blend_weights or [1.0] * len(styles))
     if len(blend) != len(styles) or sum(blend) <= 0:
         raise EngineError("give one positive style blend weight per style image")
+    if regions is not None:
+        regions = spatial.check_regions(regions, len(styles), *content.shape[:2])
     if options.seed is not None:
         torch.manual_seed(options.seed)
         np.random.seed(options.seed % 2**32)
@@ -54,7 +58,7 @@ def stylize(
     autocast = autocast_factory(device, options.precision)
     net, plan, _ = prepare_network(options, device)
     source = TargetSource(net, options, styles, blend, device, autocast)
-    tiler = Tiler(net, source, plan.weights, autocast, extra_losses, tile_runner)
+    tiler = Tiler(net, source, plan.weights, autocast, extra_losses, tile_runner, regions)
 
     height, width = output_shape(content, options)
     sizes = scale_sizes(height, width, options)
@@ -83,6 +87,8 @@ def stylize(
     out = to_array(result)
     if options.preserve_colors:
         out = preserve_colors(out, resize(rgb, height, width))
+    if regions is not None:  # keep regions stay as the content
+        out = spatial.keep_content(out, resize(rgb, height, width), spatial.keep_mask(regions, height, width))
     if content.shape[2] == 4:
         out = np.concatenate([out, resize(content[..., 3:], height, width)], axis=2)
     return restore(out)

@@ -10,7 +10,9 @@ beside a CPU-only onnxruntime), for reduced-precision content targets, when
 onnxruntime fails, or when $NEURAL_STYLE_TARGETS=torch.
 
 `blend_grams` is the one place several styles' Grams are mixed by their blend
-weights; `style_at` the one place a style image is sized for an output.
+weights; `style_at` the one place a style image is sized for an output; a
+`StyleMix` names which styles, blend weights and style scale a target mixes
+(the run's own, or one region's: engine/regions.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +47,15 @@ BACKEND_ENV = "NEURAL_STYLE_TARGETS"
 GRAM_VERSION = 2
 
 Grams = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class StyleMix:
+    """Which of the run's style images a target mixes, by which blend weights, at which style scale."""
+
+    indices: tuple[int, ...]
+    blend: tuple[float, ...]
+    scale: float
 
 
 def style_size(style: np.ndarray, height: int, width: int, scale: float) -> tuple[int, int]:
@@ -128,10 +140,16 @@ class TargetSource:
                 return features
         return content_targets(self.net, content, self.content_layers, self.autocast)
 
-    def grams(self, height: int, width: int) -> Grams:
-        """Blended style Grams for an output of height x width."""
-        scale = self.options.style_scale
-        return blend_grams((self.style_grams(style_at(s, height, width, scale)) for s in self.styles), self.blend)
+    @property
+    def mix(self) -> StyleMix:
+        """The run's own mix: every style image by the run's blend weights and style scale."""
+        return StyleMix(tuple(range(len(self.styles))), tuple(self.blend), self.options.style_scale)
+
+    def grams(self, height: int, width: int, mix: StyleMix | None = None) -> Grams:
+        """Blended style Grams of `mix` (default: the run's) for an output of height x width."""
+        mix = mix or self.mix
+        sized = (self.style_grams(style_at(self.styles[i], height, width, mix.scale)) for i in mix.indices)
+        return blend_grams(sized, mix.blend)
 
     def style_grams(self, style: np.ndarray) -> Grams:
         """Grams of one (already resized) style image: from the cache, else computed in fp32 and cached."""

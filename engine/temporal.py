@@ -29,6 +29,7 @@ from .optimize import ExtraLoss
 from .options import JsonOptions, StyleOptions
 from .pipeline import output_shape, stylize
 from .progress import CancelFn, Progress, ProgressFn
+from .regions import Region
 from .tensors import to_tensor
 from .trust import COLOUR_TOLERANCE, FEATHER, trust_mask
 
@@ -207,6 +208,7 @@ def stylize_frame(
     motion: Motion | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
+    regions: list[Region] | None = None,
 ) -> np.ndarray:
     """Stylize one frame, tied to the `previous` stylized frame by `motion` (see `frame_motion`).
 
@@ -217,7 +219,7 @@ def stylize_frame(
     plain `stylize`.
     """
     if not temporal.enabled or previous is None or motion is None:
-        return stylize(content, styles, options, progress, cancel)
+        return stylize(content, styles, options, progress, cancel, regions=regions)
     height, width = output_shape(content, options)
     warped, motion = warp_previous(previous, motion, height, width)
     trust = motion.mask[..., None]
@@ -226,6 +228,7 @@ def stylize_frame(
         content, styles, options, progress, cancel,
         init_image=start,
         extra_losses=(temporal_loss(warped, motion.mask, temporal.weight * options.style_weight),),
+        regions=regions,
     )
     return _mix(result, warped, motion.mask, temporal.blend)
 

@@ -27,7 +27,8 @@ from .memory import MIN_TILE, NetGeometry, fits, geometry, is_out_of_memory, mem
 from .networks import FeatureNet
 from .optimize import ExtraLoss, Targets, optimize_image
 from .progress import Reporter
-from .targets import TargetSource, blend_grams, style_at, style_size
+from .regions import Guide, Region, mask_tensor
+from .targets import StyleMix, TargetSource, blend_grams, style_at, style_size
 from .tensors import Autocast, to_tensor
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,8 @@ class Tiler:
 
     Targets come from the run's `TargetSource` (cached, onnxruntime) except the
     Grams of style images too large for one forward pass, which `cored_grams` computes.
+    With `regions` (checked masks at the content's size, engine/regions.py) each
+    styled region gets its own guide per scale, cut to each tile.
     """
 
     def __init__(
@@ -150,8 +153,10 @@ class Tiler:
         autocast: Autocast,
         extra_losses: tuple[ExtraLoss, ...] = (),
         tile_runner: TileRunner | None = None,
+        regions: list[Region] | None = None,
     ):
         self.net = net
+        self.regions = regions
         self.source = source
         self.tile_runner = tile_runner
         self.options = source.options
@@ -216,7 +221,7 @@ class Tiler:
             planned, done = self.iterations(height, width), reporter.count
             try:
                 if tile is None:
-                    targets = Targets(self.source.content(content), self._grams(height, width, None))
+                    targets = Targets(self.source.content(content), *self._style_targets(height, width, None))
                     return self._optimize(start, targets, self.options.iterations, reporter, self.extra_losses)
                 return self._tiled(start, content, reporter, tile)
             except RuntimeError as exc:
@@ -238,18 +243,35 @@ class Tiler:
         smaller = tile // 2 // self.geo.stride * self.geo.stride
         return smaller if smaller >= MIN_TILE else None
 
-    def _grams(self, height: int, width: int, tile: int | None) -> dict[str, torch.Tensor]:
-        """Blended style Grams for the scale; by cores for style images too large for one forward pass."""
-        scale = self.options.style_scale
-        if all(self._fits(math.prod(style_size(s, height, width, scale)), None) for s in self.source.styles):
-            return self.source.grams(height, width)
+    def _style_targets(self, height: int, width: int, tile: int | None) -> tuple[dict, list[Guide] | None]:
+        """(the scale's style Grams, None), or with regions ({}, one guide per styled region)."""
+        if self.regions is None:
+            return self._grams(height, width, tile), None
+        device = self.source.device
+        guides = []
+        for region in self.regions:
+            if region.keep:
+                continue
+            blend = region.blend or (1.0,) * len(region.styles)
+            mix = StyleMix(region.styles, blend, region.style_scale or self.options.style_scale)
+            mask = mask_tensor(region.mask, height, width, device)
+            guides.append(Guide(self._grams(height, width, tile, mix), mask, region.weight))
+        return {}, guides
+
+    def _grams(self, height: int, width: int, tile: int | None, mix: StyleMix | None = None) -> dict[str, torch.Tensor]:
+        """Blended style Grams of `mix` (default: the run's) for the scale; by cores for style images too large
+        for one forward pass."""
+        mix = mix or self.source.mix
+        styles = [self.source.styles[i] for i in mix.indices]
+        if all(self._fits(math.prod(style_size(s, height, width, mix.scale)), None) for s in styles):
+            return self.source.grams(height, width, mix)
         core = tile or tile_for_budget(self.budget, self.geo, self.options.optimizer)
 
         def by_cores(style) -> dict[str, torch.Tensor]:
-            style_t = to_tensor(style_at(style, height, width, scale), self.source.device)
+            style_t = to_tensor(style_at(style, height, width, mix.scale), self.source.device)
             return cored_grams(self.net, style_t, self.source.style_layers, self.autocast, core, self.geo)
 
-        return blend_grams(map(by_cores, self.source.styles), self.source.blend)
+        return blend_grams(map(by_cores, styles), mix.blend)
 
     def _optimize(self, image, targets: Targets, iterations: int, reporter: Reporter, extra) -> torch.Tensor:
         return optimize_image(
@@ -259,13 +281,13 @@ class Tiler:
     def _tiled(self, start: torch.Tensor, content: torch.Tensor, reporter: Reporter, tile: int) -> torch.Tensor:
         height, width = start.shape[-2:]
         overlap = self.overlap(tile)
-        grams = self._grams(height, width, tile)
+        grams, guides = self._style_targets(height, width, tile)
         image = start
         for p in range(self.passes):
             boxes = grid(height, width, tile, overlap, p, self.passes)
             blended = torch.zeros_like(image)
             weights = torch.zeros((1, 1, height, width), device=image.device)
-            if self.tile_runner is not None and not self.extra_losses:
+            if self.tile_runner is not None and not self.extra_losses and guides is None:
                 # Every tile of a pass starts from the same image, so they can run anywhere at once.
                 reporter.at_tile(0, len(boxes), tile, p + 1, self.passes)
                 outs = self.tile_runner([box.of(image) for box in boxes], [box.of(content) for box in boxes], grams,
@@ -278,7 +300,8 @@ class Tiler:
                 continue
             for k, box in enumerate(boxes):
                 reporter.at_tile(k + 1, len(boxes), tile, p + 1, self.passes)
-                targets = Targets(self.source.content(box.of(content)), grams)
+                tile_guides = None if guides is None else [g.crop(box.of) for g in guides]
+                targets = Targets(self.source.content(box.of(content)), grams, tile_guides)
                 extra = tuple(_in_context(loss, image, box) for loss in self.extra_losses)
                 out = self._optimize(box.of(image), targets, self.tile_iterations(), reporter, extra)
                 w = feather(box, height, width, overlap, image.device)

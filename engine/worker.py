@@ -260,6 +260,31 @@ def _fast_options():
     return FastOptions
 
 
+def region_specs(value, name: str) -> list[dict]:
+    """Spatial control regions (engine/regions.py, docs/worker-protocol.md): their shape here, their masks
+    when the job runs; mask files are inputs."""
+    from .regions import REGION_FIELDS, REST
+
+    if not isinstance(value, list) or not value:
+        raise _expected(name, "a non-empty list of regions", value)
+    specs = []
+    for index, spec in enumerate(value):
+        where = f"{name}[{index}]"
+        if not isinstance(spec, dict):
+            raise _expected(where, "an object", spec)
+        unknown = sorted(set(spec) - set(REGION_FIELDS))
+        if unknown:
+            raise EngineError(f"unknown field(s): {', '.join(f'{where}.{key}' for key in unknown)}")
+        mask = spec.get("mask")
+        if isinstance(mask, dict) and set(mask) == {"file"}:
+            mask = {"file": input_file(mask["file"], f"{where}.mask.file")}
+        elif not (mask == REST or (isinstance(mask, dict) and len(mask) == 1 and set(mask) <= {"object", "material"})):
+            raise _expected(f"{where}.mask", '"rest", {"file": path}, {"object": [names]} or {"material": [names]}',
+                            mask)
+        specs.append({**spec, "mask": mask})
+    return specs
+
+
 TEMPORAL = object_of({
     "options": (options_of(_temporal_options), False),
     "previous_output": (input_file, False),
@@ -332,6 +357,11 @@ def run_stylize(job: Job) -> dict:
     styles = [load_array(path, "style") for path in f["styles"]]
     options = f["options"] or StyleOptions()
     every, preview = f["preview_every"] or 0, f["preview"]
+    regions = None
+    if f["regions"] is not None:
+        from .regions import resolve
+
+        regions = resolve(f["regions"], *content.shape[:2], mattes=f["mattes"])
 
     def progress(p) -> None:
         job.progress(p)
@@ -346,9 +376,9 @@ def run_stylize(job: Job) -> dict:
 
         settings = temporal_settings(f["temporal"])
         previous, motion = previous_frame(content, settings, f["temporal"])
-        result = stylize_frame(content, styles, options, settings, previous, motion, progress, job.cancel)
+        result = stylize_frame(content, styles, options, settings, previous, motion, progress, job.cancel, regions)
     else:
-        result = stylize(content, styles, options, progress=progress, cancel=job.cancel)
+        result = stylize(content, styles, options, progress=progress, cancel=job.cancel, regions=regions)
     save_array(f["output"], result)
     return {"output": f["output"], "shape": list(result.shape)}
 
@@ -450,6 +480,7 @@ COMMANDS: dict[str, Command] = {
         "id": ID, "content": (pixels, True), "styles": (non_empty_list(pixels), True),
         "options": (options_of(lambda: StyleOptions), False), "output": (output_file, True),
         "preview_every": (whole(0), False), "preview": (output_file, False), "temporal": (TEMPORAL, False),
+        "regions": (region_specs, False), "mattes": (input_file, False),
     }, run_stylize),
     "fast_train": Command({
         "id": ID, "frames": (non_empty_list(input_file), True), "style": (pixels, True),

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..errors import EngineError
 from ..options import StyleOptions
 from .common import SAMPLES, add_quiet, add_style_arguments, options_from_args, progress_bar
 
@@ -31,6 +32,10 @@ def register(sub) -> None:
     p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                    help="optimise the tiles of tiled scales on a Ray cluster (a large image; set --tile-size): no "
                         "value starts Ray here, 'auto' joins this machine's cluster, HOST:PORT joins that head node")
+    p.add_argument("--mask", action="append", metavar="IMAGE",
+                   help="where the style of the same position applies: one per style image, in order (white: styled; "
+                        "an image's alpha when it has one; .npy arrays too); 'rest' = every pixel no other mask "
+                        "covers; without a 'rest', pixels no mask covers stay as the content (docs/regions.md)")
     add_quiet(p)
     add_style_arguments(p.add_argument_group("style options"), iterations=dict(
         default=None, help=f"per scale (default {StyleOptions.iterations}; the no-argument demo: {DEMO_ITERATIONS})"))
@@ -47,14 +52,27 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output == DEFAULT_OUTPUT:
         output.parent.mkdir(exist_ok=True)
-    inputs = [content_path, *style_paths] + ([Path(args.init_image)] if args.init_image else [])
+    masks = [m for m in (args.mask or []) if m != "rest"]
+    inputs = [content_path, *style_paths, *map(Path, masks)] + ([Path(args.init_image)] if args.init_image else [])
     check_output(output, protect=inputs)
+    if args.mask and len(args.mask) != len(style_paths):
+        raise EngineError(f"give one --mask per style image: {len(style_paths)} style(s), {len(args.mask)} mask(s)")
+    if args.mask and args.ray is not None:
+        raise EngineError("--mask does not work with --ray yet; leave one of them out")
     if args.content is None and not args.style:  # the demo
         args.size = DEMO_SIZE if args.size is None else args.size
         args.iterations = DEMO_ITERATIONS if args.iterations is None else args.iterations
     options = options_from_args(args)
     content = read_image(content_path, hdr=True)  # EXR/float TIFF highlights above 1 survive (engine/hdr.py)
     styles = [read_image(p, hdr=True) for p in style_paths]
+    regions = None
+    if args.mask:
+        from ..regions import REST, resolve
+
+        specs = [{"styles": [i], "mask": REST if m == REST else {"file": m}} for i, m in enumerate(args.mask)]
+        if REST not in args.mask:
+            specs.append({"mask": REST})  # no styles: the uncovered pixels stay as the content
+        regions = resolve(specs, *content.shape[:2])
     if not (args.quiet or args.json):
         print(f"weights: {describe(options.model, options.weights)}", file=sys.stderr)
 
@@ -71,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
             result = stylize_image(content, styles, options, ClusterOptions(args.ray), progress=report)
         else:
-            result = stylize(content, styles, options, progress=report)
+            result = stylize(content, styles, options, progress=report, regions=regions)
     elapsed = time.perf_counter() - start
     write_image(output, result, protect=inputs, bits=args.bits)
     summary = {

@@ -1,0 +1,214 @@
+"""Spatial control: different styles for different parts of the picture (Gatys et al. 2017, guided Grams).
+
+A `Region` is a soft mask over the output (HxW, values in [0, 1]) with its own
+style images (indices into the run's style list), blend weights, style scale
+and strength.  The style loss of a region compares the Gram matrix of the
+features *weighted by the mask*, downsampled to each layer's resolution, with
+the Grams of the region's styles (`losses.guided_style_loss`); each region's
+loss is weighted by its share of the picture, so every styled pixel pulls as
+hard as in an unmasked run.  A region without styles is a "keep" region: it
+adds no style loss and its pixels are mixed back to the content at the end,
+so they stay as they were (only the content loss acts there while optimising).
+
+Masks that overlap are shared: where they sum to more than 1, each is divided
+by the sum.  `resolve` turns the JSON form the worker and the CLI carry (a
+mask file, Cryptomatte names in a Blender render, or "rest") into regions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import EngineError
+from .images import resize
+
+# How far masks may sum above 1 from rounding before they are shared out.
+OVERLAP_SLACK = 1e-3
+# The mask spec that means "every pixel no other region covers".
+REST = "rest"
+
+
+@dataclass(frozen=True)
+class Region:
+    """One part of the output and how it is styled; `styles` empty: kept as the content."""
+
+    mask: np.ndarray
+    styles: tuple[int, ...] = ()
+    blend: tuple[float, ...] | None = None
+    style_scale: float | None = None
+    weight: float = 1.0
+
+    @property
+    def keep(self) -> bool:
+        return not self.styles
+
+
+def check_regions(regions: list[Region], style_count: int, height: int, width: int) -> list[Region]:
+    """The regions with masks at height x width, in [0, 1] and summing to at most 1; EngineError when unusable."""
+    if not regions:
+        raise EngineError("regions must list at least one region")
+    checked = []
+    for number, region in enumerate(regions, 1):
+        what = f"region {number}"
+        mask = np.asarray(region.mask)
+        if mask.ndim == 3 and mask.shape[2] == 1:
+            mask = mask[..., 0]
+        if mask.ndim != 2 or min(mask.shape) < 1:
+            raise EngineError(f"the mask of {what} must be an HxW array, got shape {mask.shape}")
+        if not np.issubdtype(mask.dtype, np.number) or not np.isfinite(mask).all():
+            raise EngineError(f"the mask of {what} must hold finite numbers")
+        if mask.min() < -OVERLAP_SLACK or mask.max() > 1 + OVERLAP_SLACK:
+            raise EngineError(f"the mask of {what} must lie in [0, 1], got {mask.min():.3g} to {mask.max():.3g}")
+        mh, mw = mask.shape
+        if abs(mh / mw - height / width) > 0.02 * height / width + 1 / min(mh, mw):
+            raise EngineError(f"the mask of {what} is {mw}x{mh}, not the content's shape ({width}x{height})")
+        bad = [i for i in region.styles if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < style_count]
+        if bad:
+            raise EngineError(f"{what} names style {bad[0]!r}, but the run has {style_count} style image(s)")
+        if region.blend is not None and (
+            len(region.blend) != len(region.styles) or min(region.blend, default=0) < 0 or sum(region.blend) <= 0
+        ):
+            raise EngineError(f"{what} needs one non-negative blend weight per style, not all zero")
+        if region.style_scale is not None and not 0.05 <= region.style_scale <= 4.0:
+            raise EngineError(f"the style scale of {what} must be between 0.05 and 4, got {region.style_scale}")
+        if not (np.isfinite(region.weight) and region.weight >= 0):
+            raise EngineError(f"the weight of {what} must be a finite number, at least 0")
+        mask = resize(np.clip(mask.astype(np.float32), 0, 1)[..., None], height, width)[..., 0]
+        checked.append(Region(mask, tuple(region.styles), region.blend, region.style_scale, float(region.weight)))
+    total = sum(r.mask for r in checked)
+    share = np.where(total > 1 + OVERLAP_SLACK, total, 1.0).astype(np.float32)
+    return [Region(r.mask / share, r.styles, r.blend, r.style_scale, r.weight) for r in checked]
+
+
+def keep_mask(regions: list[Region], height: int, width: int) -> np.ndarray | None:
+    """HxW: how much of each pixel stays as the content (the keep regions, resized), or None without any."""
+    kept = [r.mask for r in regions if r.keep]
+    if not kept:
+        return None
+    return resize(np.clip(sum(kept), 0, 1)[..., None], height, width)[..., 0]
+
+
+def keep_content(result: np.ndarray, content: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
+    """The result (HxWx3) with the keep regions' pixels mixed back to the content's."""
+    if keep is None:
+        return result
+    share = keep[..., None]
+    return (share * content + (1 - share) * result).astype(np.float32)
+
+
+@dataclass
+class Guide:
+    """One styled region at one scale or tile: its style Grams and its mask (1x1xHxW on the run's device)."""
+
+    grams: dict[str, torch.Tensor]
+    mask: torch.Tensor
+    weight: float
+    _layer_masks: dict[tuple[int, int], tuple[torch.Tensor, float, torch.Tensor]] = field(
+        default_factory=dict, repr=False)
+
+    def at(self, height: int, width: int) -> tuple[torch.Tensor, float, torch.Tensor]:
+        """(the mask averaged down to a layer's height x width, its mean, the sum of its squares), cached:
+        the masks are fixed for a scale or tile, so the loss reads nothing back from the device per step."""
+        key = (height, width)
+        if key not in self._layer_masks:
+            mask = torch.nn.functional.adaptive_avg_pool2d(self.mask, key)
+            self._layer_masks[key] = (mask, float(mask.mean()), mask.pow(2).sum())
+        return self._layer_masks[key]
+
+    def crop(self, of) -> "Guide":
+        """The guide for a tile: `of` cuts the tile out of a full-size tensor (a tiling `Box`)."""
+        return Guide(self.grams, of(self.mask), self.weight)
+
+
+def mask_tensor(mask: np.ndarray, height: int, width: int, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(resize(mask[..., None], height, width)[..., 0]))[None, None].to(device)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The JSON form: {"styles": [0, 1], "blend": [...], "style_scale": 0.5, "weight": 1.0, "mask": MASK}, where MASK is
+# {"file": "a.npy" or an image}, {"object": [names]}, {"material": [names]} (Cryptomatte coverage in the `mattes`
+# render) or "rest" (1 - the other regions' masks).
+
+REGION_FIELDS = ("styles", "blend", "style_scale", "weight", "mask")
+
+
+def resolve(specs: list[dict], height: int, width: int, mattes: str | Path | None = None) -> list[Region]:
+    """Regions from their JSON form, for a content of height x width; one sentence when a spec is unusable."""
+    if not isinstance(specs, list) or not specs:
+        raise EngineError("regions must be a non-empty list")
+    masks: list[np.ndarray | None] = []
+    for number, spec in enumerate(specs, 1):
+        if not isinstance(spec, dict):
+            raise EngineError(f"region {number} must be an object with a mask and its styles")
+        unknown = sorted(set(spec) - set(REGION_FIELDS))
+        if unknown:
+            raise EngineError(f"region {number} has unknown field(s): {', '.join(unknown)}")
+        if "mask" not in spec:
+            raise EngineError(f"region {number} needs a mask")
+        masks.append(_mask_of(spec["mask"], number, height, width, mattes))
+    rests = [i for i, m in enumerate(masks) if m is None]
+    if len(rests) > 1:
+        raise EngineError("only one region can be the rest")
+    if rests:
+        covered = sum((m for m in masks if m is not None), np.zeros((height, width), np.float32))
+        masks[rests[0]] = np.clip(1 - covered, 0, 1)
+    regions = []
+    for number, (spec, mask) in enumerate(zip(specs, masks), 1):
+        styles = spec.get("styles") or []
+        blend = spec.get("blend")
+        if not isinstance(styles, list) or (blend is not None and not isinstance(blend, list)):
+            raise EngineError(f"region {number}: styles and blend must be lists")
+        for key in ("style_scale", "weight"):
+            value = spec.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise EngineError(f"region {number}: {key} must be a number, got {value!r}")
+        regions.append(Region(mask, tuple(styles), tuple(blend) if blend is not None else None,
+                              spec.get("style_scale"), 1.0 if spec.get("weight") is None else spec["weight"]))
+    return regions
+
+
+def _mask_of(spec, number: int, height: int, width: int, mattes) -> np.ndarray | None:
+    if spec == REST:
+        return None
+    if isinstance(spec, dict) and len(spec) == 1:
+        (kind, value), = spec.items()
+        if kind == "file" and isinstance(value, str):
+            return resize(read_mask(value)[..., None], height, width)[..., 0]
+        if kind in ("object", "material") and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            if mattes is None:
+                raise EngineError(f"region {number} takes its mask from Cryptomatte; give the render's EXR (mattes)")
+            from .exr import cryptomatte
+
+            return resize(cryptomatte(mattes, kind, value)[..., None], height, width)[..., 0]
+    raise EngineError(
+        f"the mask of region {number} must be \"rest\", {{\"file\": path}}, {{\"object\": [names]}} or "
+        f"{{\"material\": [names]}}, got {spec!r}"[:300]
+    )
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """A mask from a file: a 2-D `.npy` array, or an image (its alpha when it has one, else its luminance)."""
+    from .images import read_image
+
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise EngineError(f"cannot read the mask {path}: {exc}") from None
+        if array.ndim == 3 and array.shape[2] == 1:
+            array = array[..., 0]
+        if array.ndim != 2 or array.dtype.kind not in "fiu" or array.size > 16384 * 8192:
+            raise EngineError(f"the mask {path} must be a 2-D array of numbers, got {array.dtype} {array.shape}")
+        array = array.astype(np.float32)
+    else:
+        image = read_image(path)
+        array = image[..., 3] if image.shape[2] == 4 and image[..., 3].min() < 1 else image[..., :3] @ np.float32(
+            [0.2126, 0.7152, 0.0722])
+    if not np.isfinite(array).all() or array.min() < -OVERLAP_SLACK or array.max() > 1 + OVERLAP_SLACK:
+        raise EngineError(f"the mask {path} must hold values from 0 to 1")
+    return np.clip(array, 0, 1).astype(np.float32)
