@@ -3,6 +3,8 @@
     from neural_style_addon import api          # bl_ext.user_default.neural_style.neural_style_addon when installed
     image = api.stylize_image(["//styles/wave.jpg"], target="TEXTURE", obj=bpy.data.objects["Cube"])
     paths = api.stylize_animation(["//styles/wave.jpg"], "//stylized/")
+    # one style on the hero, another everywhere else (masks from Cryptomatte, see mattes.py):
+    image = api.stylize_image([("//ink.jpg", 1.0, bpy.data.objects["Hero"]), "//watercolour.jpg"])
 
 Both run to completion and raise `StyleError` with a readable message.  The
 panel's settings (`scene.neural_style`) provide every default, so a script
@@ -18,7 +20,7 @@ from typing import Iterable, Union
 
 import bpy
 
-from . import image_bridge, materials, preferences, tasks
+from . import image_bridge, materials, mattes, preferences, tasks
 from .errors import StyleError
 from .job import Job, Style
 from .runner import Task
@@ -30,19 +32,23 @@ BASE_STYLE_WEIGHT = 10.0
 StyleRef = Union[str, bpy.types.Image]
 
 
-def load_style(ref: StyleRef, weight: float = 1.0) -> Style:
+def load_style(ref: StyleRef, weight: float = 1.0, limit=None) -> Style:
+    """A style from a path or an image; `limit`: an Object, Collection or Material it is limited to, or the
+    (kind, names) `mattes.limit_of` gives."""
+    if not isinstance(limit, (tuple, type(None))):
+        limit = mattes.limit_of(limit)
     if isinstance(ref, bpy.types.Image):
-        return Style(ref.name, image_bridge.image_to_array(ref), weight)
+        return Style(ref.name, image_bridge.image_to_array(ref), weight, limit)
     if not ref:
         raise StyleError("a style slot has no image: choose a file or an image")
     path = bpy.path.abspath(ref)
     if not os.path.isfile(path):
         raise StyleError(f"style image not found: {path}")
-    return Style(bpy.path.display_name_from_filepath(path), image_bridge.load_image_file(path), weight)
+    return Style(bpy.path.display_name_from_filepath(path), image_bridge.load_image_file(path), weight, limit)
 
 
-def load_styles(refs: Iterable[StyleRef | tuple[StyleRef, float]]) -> list[Style]:
-    """Style pixels from paths or images, each optionally as `(ref, weight)`."""
+def load_styles(refs: Iterable[StyleRef | tuple]) -> list[Style]:
+    """Style pixels from paths or images, each optionally as `(ref, weight)` or `(ref, weight, limit)`."""
     styles = [load_style(*(ref if isinstance(ref, tuple) else (ref,))) for ref in refs]
     if not styles:
         raise StyleError("add at least one style image")
@@ -51,8 +57,9 @@ def load_styles(refs: Iterable[StyleRef | tuple[StyleRef, float]]) -> list[Style
     return styles
 
 
-def settings_styles(settings) -> list[tuple[StyleRef, float]]:
-    return [(item.image if item.kind == "IMAGE" else item.filepath, item.weight) for item in settings.styles]
+def settings_styles(settings) -> list[tuple]:
+    return [(item.image if item.kind == "IMAGE" else item.filepath, item.weight, mattes.slot_limit(item))
+            for item in settings.styles]
 
 
 def engine_options(settings, styles: list[Style], context=None) -> dict:
@@ -105,6 +112,7 @@ def check_job(job: Job, animation: bool = False, scene=None) -> None:
         raise StyleError("choose the folder of rendered frames")
     if job.existing_frames not in ("RESUME", "OVERWRITE"):
         raise StyleError(f"existing_frames must be 'RESUME' or 'OVERWRITE', not {job.existing_frames!r}")
+    mattes.check_limits(job, animation)
     if animation:
         if job.source == "IMAGE":
             raise StyleError("an animation is stylized from renders or a frames folder, not a single image")

@@ -27,6 +27,8 @@ class Style:
     name: str
     pixels: np.ndarray
     weight: float = 1.0
+    # What the style is limited to: (Cryptomatte kind "object"/"material", names); None = everywhere (see mattes).
+    limit: tuple[str, tuple[str, ...]] | None = None
 
 
 @dataclass

@@ -18,7 +18,7 @@ from typing import Callable
 import bpy
 import numpy as np
 
-from . import animation, folder_record, image_bridge, materials, motion, timings
+from . import animation, folder_record, image_bridge, materials, mattes, motion, timings
 from .errors import StyleError
 from .job import Job, Status, Style
 from .runner import Task, follow, send_job
@@ -26,11 +26,13 @@ from .runner import Task, follow, send_job
 
 def run_on_worker(task: Task, content: str, styles: list[str], options: dict, workdir: str,
                   preview_every: int = 0, on_preview: Callable[[np.ndarray], None] | None = None,
-                  label: str = "", share: tuple[float, float] = (0.0, 1.0), temporal: dict | None = None):
+                  label: str = "", share: tuple[float, float] = (0.0, 1.0), temporal: dict | None = None,
+                  regions: list[dict] | None = None, mattes_exr: str | None = None):
     """Send one stylize request and follow it to its end; returns the output array.
 
     `share` is the slice of the task's progress bar this request fills;
-    `temporal` is the request's optional temporal field (see `temporal_request`).
+    `temporal` is the request's optional temporal field (see `temporal_request`);
+    `regions` and `mattes_exr` limit styles to objects or materials (see `mattes`).
     """
     output = os.path.join(workdir, f"{uuid.uuid4().hex}-out.npy")
     preview = output.replace("-out.npy", "-preview.npy")
@@ -38,6 +40,7 @@ def run_on_worker(task: Task, content: str, styles: list[str], options: dict, wo
         "cmd": "stylize", "content": content, "styles": styles, "options": options,
         "output": output, "preview_every": preview_every if on_preview else 0, "preview": preview,
         **({"temporal": temporal} if temporal else {}),
+        **({"regions": regions, "mattes": mattes_exr} if regions else {}),
     })
     event = yield from follow(task, job_id, label, share, on_preview)
     timings.record(options, event)  # this machine's speed, for the panel's cost estimate
@@ -78,6 +81,18 @@ def from_render(job: Job) -> bool:
     return job.source == "RENDER" or (job.image is not None and job.image.type == "RENDER_RESULT")
 
 
+def render_mattes(scene: bpy.types.Scene, wanted: set[str], workdir: str) -> str:
+    """Render the current frame again with the Cryptomatte passes `wanted` on (restored afterwards) and save
+    every pass as a multilayer EXR; returns its path.  The Render Result then holds this render."""
+    saved = mattes.enable_cryptomatte(scene, wanted)
+    try:
+        with animation.scene_only(scene):
+            bpy.ops.render.render(scene=scene.name)
+        return motion.save_motion_exr(scene, os.path.join(workdir, "mattes.exr"))
+    finally:
+        mattes.restore_cryptomatte(scene, saved)
+
+
 def read_source(job: Job, workdir: str) -> tuple[str, np.ndarray]:
     """(name, pixels) of the image to stylize."""
     if from_render(job):
@@ -115,6 +130,10 @@ def deliver(job: Job, image: bpy.types.Image) -> None:
 def stylize_image_steps(task: Task, job: Job):
     """Stylize one image into a new image (and a file or material texture)."""
     with tempfile.TemporaryDirectory(prefix="neural-style-") as workdir:
+        regions, mattes_exr = mattes.region_specs(job.styles), None
+        if regions:
+            yield Status("rendering the object masks")
+            mattes_exr = render_mattes(bpy.context.scene, mattes.kinds(job.styles), workdir)
         yield Status("reading the source")
         name, source = read_source(job, workdir)
         content_path = os.path.join(workdir, "content.npy")
@@ -128,6 +147,7 @@ def stylize_image_steps(task: Task, job: Job):
             result = yield from run_on_worker(
                 task, content_path, style_paths, sized_options(job.options, source), workdir, job.preview_every,
                 on_preview=lambda preview: image_bridge.array_to_image(image, fit_to_source(preview, source)),
+                regions=regions, mattes_exr=mattes_exr,
             )
             image_bridge.array_to_image(image, fit_to_source(result, source))
             deliver(job, image)
@@ -194,7 +214,7 @@ def apply_fast(task: Task, model: str, content: str, options: dict, workdir: str
 def frame_fingerprints(job: Job, scene: bpy.types.Scene) -> dict[int, str]:
     """frame -> a fingerprint of everything that decides how the frame is stylized (see `folder_record`)."""
     settings = folder_record.fingerprint(
-        [(folder_record.fingerprint(style.pixels), style.weight) for style in job.styles],
+        [(folder_record.fingerprint(style.pixels), style.weight, style.limit) for style in job.styles],
         {key: value for key, value in job.options.items() if key != "device"},  # same looks on any device
         job.temporal if job.temporal and job.temporal.get("enabled", True) else None,
         job.animation_mode, job.fast if job.animation_mode == "FAST" else None,
@@ -270,15 +290,18 @@ def stylize_animation_steps(task: Task, job: Job):
     from_folder = job.source == "SEQUENCE"
     with_vectors = bool(job.temporal and job.temporal.get("enabled", True)) and not from_folder
     saved = motion.enable_motion_passes(scene) if with_vectors and todo else None
+    regions = mattes.region_specs(job.styles)
+    crypto = mattes.enable_cryptomatte(scene, mattes.kinds(job.styles)) if regions and todo else None
     try:
         with tempfile.TemporaryDirectory(prefix="neural-style-") as workdir:
+            passes_dir = None  # where each render's passes are saved (vectors, depth, Cryptomatte)
             if from_folder:
                 read = animation.sequence_reader(job.sequence_dir)
             else:
-                motion_dir = job.out_dir if saved is not None else None
-                if motion_dir is not None:
-                    os.makedirs(os.path.dirname(animation.motion_path(motion_dir, 0)), exist_ok=True)
-                read = animation.render_reader(scene, workdir, motion_dir)
+                passes_dir = job.out_dir if saved is not None else workdir if regions else None
+                if passes_dir is not None:
+                    os.makedirs(os.path.dirname(animation.motion_path(passes_dir, 0)), exist_ok=True)
+                read = animation.render_reader(scene, workdir, passes_dir)
             style_paths = save_styles(job.styles, workdir)
             content_path = os.path.join(workdir, "content.npy")
             model = None
@@ -304,7 +327,8 @@ def stylize_animation_steps(task: Task, job: Job):
                     result = yield from apply_fast(task, model, content_path, options, workdir, label, share, temporal)
                 else:
                     result = yield from run_on_worker(
-                        task, content_path, style_paths, options, workdir, label=label, share=share, temporal=temporal)
+                        task, content_path, style_paths, options, workdir, label=label, share=share, temporal=temporal,
+                        regions=regions, mattes_exr=animation.motion_path(passes_dir, frame) if regions else None)
                 image_bridge.save_png(fit_to_source(result, frame_input.content), animation.frame_path(job.out_dir, frame))
                 made[frame] = fingerprints[frame]
                 folder_record.save(job.out_dir, made)
@@ -312,6 +336,8 @@ def stylize_animation_steps(task: Task, job: Job):
     finally:
         if saved is not None:
             motion.restore_settings(scene, saved)
+        if crypto is not None:
+            mattes.restore_cryptomatte(scene, crypto)
         if scene.frame_current != playhead:
             scene.frame_set(playhead)
     paths = [animation.frame_path(job.out_dir, frame) for frame in job.frames]

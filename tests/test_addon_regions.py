@@ -1,0 +1,106 @@
+"""Styles limited to objects, collections or materials: masks from the render's Cryptomatte passes (mattes.py)."""
+
+from __future__ import annotations
+
+import addon_support as support
+import bpy
+from addon_support import style  # noqa: F401 - fixture
+import numpy as np
+import pytest
+
+from engine.exr import cryptomatte
+from neural_style_addon import api, image_bridge, mattes, motion
+from neural_style_addon.errors import StyleError
+
+
+def limited_scene(style_path, limit="OBJECT"):
+    scene = support.fresh_scene(transparent=False)
+    support.plumbing_settings(scene, style_path)
+    slot = scene.neural_style.styles[0]
+    slot.limit = limit
+    cube = bpy.data.objects["Cube"]
+    slot.limit_object = cube
+    slot.limit_collection = bpy.data.collections["Collection"]
+    slot.limit_material = cube.active_material
+    return scene, cube
+
+
+def cube_coverage(scene, tmp_path, kind="object") -> np.ndarray:
+    """The cube's (or its material's) coverage in the last render (which the run made with Cryptomatte on)."""
+    path = motion.save_motion_exr(scene, str(tmp_path / "check.exr"))
+    return cryptomatte(path, kind, ["Cube" if kind == "object" else bpy.data.objects["Cube"].active_material.name])
+
+
+@pytest.mark.parametrize("limit", ["OBJECT", "MATERIAL"])
+def test_a_style_limited_to_the_cube_leaves_everything_else_as_rendered(style, tmp_path, limit):
+    scene, _ = limited_scene(style, limit)
+    layer = scene.view_layers[0]
+    before = (layer.use_pass_cryptomatte_object, layer.use_pass_cryptomatte_material, layer.pass_cryptomatte_depth)
+
+    result = api.stylize_image()
+
+    assert (layer.use_pass_cryptomatte_object, layer.use_pass_cryptomatte_material,
+            layer.pass_cryptomatte_depth) == before  # passes restored
+    rendered = image_bridge.read_render_result(scene, str(tmp_path))
+    coverage = cube_coverage(scene, tmp_path, mattes.LIMIT_KINDS[limit])
+    out = support.pixels(result)[::-1]
+    outside, inside = coverage == 0, coverage == 1
+    assert outside.sum() > 100 and inside.sum() > 50
+    np.testing.assert_allclose(out[outside][:, :3], rendered[outside][:, :3], atol=1.5 / 255)
+    assert np.abs(out[inside][:, :3] - rendered[inside][:, :3]).mean() > 0.02
+
+
+def test_unlimited_slots_style_the_rest_and_slots_sharing_a_limit_are_blended(style, tmp_path):
+    scene, cube = limited_scene(style)
+    second = support.write_style(tmp_path / "dots.png", size=(24, 24))
+    job = api.build_job(scene, styles=[(str(style), 1.0, cube), (str(second), 0.5), (str(second), 0.25, cube)])
+    assert mattes.region_specs(job.styles) == [
+        {"styles": [0, 2], "mask": {"object": ["Cube"]}, "blend": [1.0, 0.25]},
+        {"styles": [1], "mask": "rest", "blend": [0.5]},
+    ]
+    collection = api.build_job(scene, styles=[(str(style), 1.0, bpy.data.collections["Collection"])])
+    assert mattes.region_specs(collection.styles)[0]["mask"] == {"object": ["Camera", "Cube", "Light"]}
+    assert mattes.region_specs(api.build_job(scene, styles=[str(style)]).styles) is None
+
+
+def test_animation_masks_follow_each_frame(style, tmp_path):
+    scene, cube = limited_scene(style)
+    scene.frame_start, scene.frame_end = 1, 2
+    cube.location.x = -0.6
+    cube.keyframe_insert("location", frame=1)
+    cube.location.x = 0.6
+    cube.keyframe_insert("location", frame=2)
+    scene.neural_style.temporal = False
+    paths = api.stylize_animation(out_dir=str(tmp_path / "frames"))
+    assert not scene.view_layers[0].use_pass_cryptomatte_object
+    for frame, path in zip((1, 2), paths):
+        scene.frame_set(frame)
+        saved = mattes.enable_cryptomatte(scene, {"object"})
+        bpy.ops.render.render()
+        mattes.restore_cryptomatte(scene, saved)
+        rendered = image_bridge.read_render_result(scene, str(tmp_path))
+        coverage = cube_coverage(scene, tmp_path)
+        out = image_bridge.load_image_file(path)
+        outside = coverage == 0
+        np.testing.assert_allclose(out[outside][:, :3], rendered[outside][:, :3], atol=1.5 / 255)
+        assert np.abs(out[coverage == 1][:, :3] - rendered[coverage == 1][:, :3]).mean() > 0.02
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"source": "IMAGE"}, "need the render as the source"),
+])
+def test_limits_without_a_render_are_refused(style, fields, message):
+    scene, _ = limited_scene(style)
+    image = bpy.data.images.new("Photo", 16, 16)
+    with pytest.raises(StyleError, match=message):
+        api.build_job(scene, image=image, **fields)
+
+
+def test_limits_in_fast_mode_and_empty_targets_are_refused(style, tmp_path):
+    scene, _ = limited_scene(style)
+    scene.neural_style.animation_mode = "FAST"
+    with pytest.raises(StyleError, match="work with Optimize, not Fast mode"):
+        api.build_job(scene, animation=True, out_dir=str(tmp_path))
+    scene.neural_style.styles[0].limit_object = None
+    with pytest.raises(StyleError, match="limited to an object but none is chosen"):
+        api.build_job(scene)
