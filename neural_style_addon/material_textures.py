@@ -1,27 +1,32 @@
 """Stylizing a material's own image textures in place (source "Active Material").
 
-The active object's active material lists its Image Texture nodes; the artist
-ticks which to stylize (by default the colour textures that feed Base Color).
-Textures holding data rather than colour (Non-Color: roughness, normal,
-metallic, ...) are listed greyed out and always refused.  Each ticked texture
-goes through the worker like any image, and the result becomes a NEW image in
-the SAME node, so the node's links, mapping, interpolation, extension and
-colour space stay as they were.  The original image is kept in the file (fake
-user) and `restore` (or Undo) puts it back.  Results are packed into the .blend,
-or, when the original is a file on disk and the .blend is saved, written
-beside the .blend in `stylized_textures/` (never over an existing file).
+The main panel's Source menu entry "Active Material" lists the active object's
+active material's Image Texture nodes (`draw_source`); the artist ticks which
+to stylize (by default the colour textures that feed Base Color) and presses
+Stylize.  Textures holding data rather than colour (Non-Color: roughness,
+normal, metallic, ...) are listed greyed out and always refused.  Each ticked
+texture goes through the worker like any image (a UDIM tile by tile), and the
+result becomes a NEW image in the SAME node (a UDIM gives a UDIM with the same
+tiles), so the node's links, mapping, interpolation, extension and colour space
+stay as they were.  The original image is kept in the file (fake user) and
+`restore` (or Undo) puts it back.  Results are packed into the .blend, or, when
+the original is a file on disk and the .blend is saved, written beside the
+.blend in `stylized_textures/` (never over an existing file; UDIMs as
+`<name>-stylized.<UDIM>.png`).
 
 A texture whose node repeats (extension REPEAT) is stylized seamlessly
-(`engine.StyleOptions.seamless`), unless the artist unticks Seamless.  Stroke
-size follows the surface's real size: `style_scale` for a texture is
+(`engine.StyleOptions.seamless`), unless the artist unticks Seamless; a UDIM's
+tiles are not (they meet their neighbours, not themselves) unless ticked.
+Stroke size follows the surface's real size: `style_scale` for a texture is
 
     Style Scale x STYLE_WORLD_SIZE x texels_per_unit / longest texture side,
-    texels_per_unit = sqrt(width x height x UV area / surface area)
+    texels_per_unit = sqrt(width x height x UV area x Mapping scale / surface area)
 
-(UV area summed over the mesh's faces in its active UV map, surface area in
-world units with the object's scale), so a 4K and a 1K texture of the same
-surface get the same style_scale, and the style covers the same part of the
-object.  Nothing here imports torch.
+(UV area summed over the mesh's faces in its active UV map, for a UDIM tile
+over the faces in that tile; Mapping scale: |x y| of the Mapping nodes on the
+node's Vector input; surface area in world units with the object's scale), so
+a 4K and a 1K texture of the same surface get the same style_scale, and the
+style covers the same part of the object.  Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ import bpy
 import numpy as np
 from bpy.props import BoolProperty
 
-from . import api, image_bridge, operators, panels, tasks
+from . import api, image_bridge, operators, tasks
 from .errors import StyleError
 from .job import Job, Status
 from .runner import Task
@@ -536,6 +541,23 @@ def stylize_textures(styles=None, *, obj=None, nodes: list[str] | None = None, s
     return api.start(job, steps).run()
 
 
+def start_task(operator: bpy.types.Operator, context) -> Task | None:
+    """Start stylizing the active material's ticked textures for `operator` (the Stylize button with the
+    source "Active Material", or Stylize Material Textures); None, after reporting, when it cannot."""
+    try:
+        job = build_job(context.scene, context=context)
+        picked(active_material(job.obj))  # refuse before any work
+        operators.running = api.start(job, stylize_textures_steps, context)
+    except StyleError as exc:
+        operator.report({"ERROR"}, f"Neural Style: {exc}")
+        return None
+    return operators.running
+
+
+def done_message(task: Task) -> str:
+    return f"Neural Style: stylized {len(task.result)} texture(s); Restore Textures puts the originals back"
+
+
 class NEURAL_STYLE_OT_material_textures(operators._TaskOperator, bpy.types.Operator):
     """Stylize the ticked image textures of the active object's active material, in place"""
 
@@ -543,17 +565,10 @@ class NEURAL_STYLE_OT_material_textures(operators._TaskOperator, bpy.types.Opera
     bl_label = "Stylize Material Textures"
 
     def start(self, context) -> Task | None:
-        try:
-            job = build_job(context.scene, context=context)
-            picked(active_material(job.obj))
-            operators.running = api.start(job, stylize_textures_steps, context)
-        except StyleError as exc:
-            self.report({"ERROR"}, f"Neural Style: {exc}")
-            return None
-        return operators.running
+        return start_task(self, context)
 
     def done_message(self, task):
-        return f"Neural Style: stylized {len(task.result)} texture(s); Restore Textures puts the originals back"
+        return done_message(task)
 
 
 class NEURAL_STYLE_OT_material_textures_restore(bpy.types.Operator):
@@ -573,39 +588,41 @@ class NEURAL_STYLE_OT_material_textures_restore(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class IMAGE_PT_neural_style_material_textures(panels._StylePanel, bpy.types.Panel):
-    bl_label = "Material Textures"
-    bl_parent_id = "IMAGE_PT_neural_style"
-    bl_options = {"DEFAULT_CLOSED"}
+def draw_source(layout, context) -> None:
+    """Under the main panel's Source menu when it is "Active Material": the material's Image Texture nodes as
+    *node: image (colour space)*, each with its Stylize tick box and Seamless toggle (textures that cannot be
+    stylized greyed out), and Restore Textures.  The panel's Stylize button stylizes the ticked ones."""
+    try:
+        material = active_material(context.view_layer.objects.active)
+    except StyleError as exc:
+        layout.label(text=str(exc), icon="INFO")
+        return
+    column = layout.column(align=True)
+    column.use_property_split = False
+    column.label(text=f"Material: {material.name}", icon="MATERIAL")
+    listed = textures(material)
+    if not listed:
+        column.label(text="It has no Image Texture node", icon="INFO")
+    for texture in listed:
+        row = column.row(align=True)
+        reason = texture.refusal()
+        image = texture.image
+        kind = f"UDIM, {len(image.tiles)} tiles, " if image is not None and image.source == "TILED" else ""
+        name = f"{texture.name}: {image.name if image else '-'} ({kind}{texture.colorspace or '-'})"
+        if reason:
+            row.enabled = False
+            row.label(text=name, icon="CANCEL")
+            continue
+        row.prop(texture.node, "neural_style_pick", text=name)
+        row.prop(texture.node, "neural_style_seamless", text="", icon="MOD_ARRAY")
+    column.operator(NEURAL_STYLE_OT_material_textures_restore.bl_idname, icon="LOOP_BACK")
 
-    def draw(self, context):
-        layout = self.layout
-        obj = context.view_layer.objects.active
-        try:
-            material = active_material(obj)
-        except StyleError as exc:
-            layout.label(text=str(exc), icon="INFO")
-            return
-        layout.label(text=f"Active Material: {material.name}", icon="MATERIAL")
-        for texture in textures(material):
-            row = layout.row(align=True)
-            reason = texture.refusal()
-            name = f"{texture.name}: {texture.image.name if texture.image else '-'} ({texture.colorspace or '-'})"
-            if reason:
-                row.enabled = False
-                row.label(text=name, icon="CANCEL")
-                continue
-            row.prop(texture.node, "neural_style_pick", text=name)
-            row.prop(texture.node, "neural_style_seamless", text="", icon="MOD_ARRAY")
-        layout.operator(NEURAL_STYLE_OT_material_textures.bl_idname)
-        layout.operator(NEURAL_STYLE_OT_material_textures_restore.bl_idname, icon="LOOP_BACK")
 
-
-classes = (NEURAL_STYLE_OT_material_textures, NEURAL_STYLE_OT_material_textures_restore,
-           IMAGE_PT_neural_style_material_textures)
+classes = (NEURAL_STYLE_OT_material_textures, NEURAL_STYLE_OT_material_textures_restore)
 
 
 def register() -> None:
+    operators.SOURCE_RUNS["MATERIAL"] = (start_task, done_message)  # the Stylize button with this source
     bpy.types.ShaderNodeTexImage.neural_style_pick = BoolProperty(
         name="Stylize", description="Stylize this texture (default: colour textures feeding Base Color)",
         get=_get_pick, set=_set_pick)
@@ -615,5 +632,6 @@ def register() -> None:
 
 
 def unregister() -> None:
+    operators.SOURCE_RUNS.pop("MATERIAL", None)
     del bpy.types.ShaderNodeTexImage.neural_style_pick
     del bpy.types.ShaderNodeTexImage.neural_style_seamless

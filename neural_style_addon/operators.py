@@ -24,6 +24,11 @@ TICK_BUDGET = 0.05
 # The one task running in this Blender session (the panel shows it and offers Cancel).
 running: Task | None = None
 
+# Sources whose Stylize run is not one image, by Source value: (start(operator, context) -> Task | None,
+# done_message(task) -> str).  The modules that own them fill it in when they register (material_textures:
+# "MATERIAL"), so this module does not import them.
+SOURCE_RUNS: dict = {}
+
 
 def _editor_image(context) -> bpy.types.Image | None:
     space = getattr(context, "space_data", None)
@@ -142,13 +147,20 @@ class _TaskOperator:
 
 
 class IMAGE_OT_neural_style_apply(_TaskOperator, bpy.types.Operator):
-    """Stylize the source image with the chosen style images"""
+    """Stylize the source with the chosen style images (Active Material: its ticked textures, in place)"""
 
     bl_idname = "image.neural_style_apply"
     bl_label = "Stylize"
     steps = tasks.stylize_image_steps
 
+    def start(self, context) -> Task | None:
+        run = SOURCE_RUNS.get(context.scene.neural_style.source)
+        self._done_message = run[1] if run else None
+        return run[0](self, context) if run else super().start(context)
+
     def done_message(self, task):
+        if self._done_message is not None:
+            return self._done_message(task)
         return f"Neural Style: created '{task.result.name}'"
 
 

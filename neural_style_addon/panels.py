@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import api, operators, timings
+from . import api, material_textures, operators, timings
 
 
 class NEURAL_STYLE_UL_styles(bpy.types.UIList):
@@ -77,6 +77,8 @@ class IMAGE_PT_neural_style(_StylePanel, bpy.types.Panel):
             layout.template_ID(settings, "source_image", open="image.open")
         elif settings.source == "SEQUENCE":
             layout.prop(settings, "sequence_dir")
+        elif settings.source == "MATERIAL":
+            material_textures.draw_source(layout, context)
 
         layout.label(text="Style Images")
         row = layout.row()
@@ -90,9 +92,10 @@ class IMAGE_PT_neural_style(_StylePanel, bpy.types.Panel):
         layout.prop(settings, "quality")
         layout.prop(settings, "preserve_colors")
         layout.prop(settings, "device")
-        layout.prop(settings, "target")
-        if settings.target == "FILE":
-            layout.prop(settings, "output_path")
+        if settings.source != "MATERIAL":  # Active Material: each result replaces its texture in the node
+            layout.prop(settings, "target")
+            if settings.target == "FILE":
+                layout.prop(settings, "output_path")
 
         task = operators.running
         if task is None:

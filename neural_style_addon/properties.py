@@ -64,6 +64,9 @@ class NeuralStyleSettings(bpy.types.PropertyGroup):
             ("RENDER", "Render Result", "The last render of this scene"),
             ("IMAGE", "Image", "An image datablock (default: the image shown in the Image Editor)"),
             ("SEQUENCE", "Image Sequence", "A folder of rendered frames"),
+            ("MATERIAL", "Active Material",
+             "The ticked image textures of the active object's active material, each replaced in its node by "
+             "its stylized copy (neural_style_addon/material_textures.py)"),
         ),
         default="RENDER",
     )

@@ -322,16 +322,39 @@ def test_operators_stylize_and_restore_the_active_material(textured):
     assert node.image == original
 
 
+def test_stylize_button_with_the_active_material_source_stylizes_the_ticked_textures(textured):
+    plane, _ = textured
+    settings = bpy.context.scene.neural_style
+    nodes = plane.active_material.node_tree.nodes
+    albedo, rough = nodes["Albedo"], nodes["Roughness Map"]
+    original, rough_image = albedo.image, rough.image
+    settings.source = "MATERIAL"
+    settings.target = "FILE"  # not used by this source: nothing is written to output_path
+    settings.output_path = "//must-not-exist.png"
+    assert bpy.ops.image.neural_style_apply() == {"FINISHED"}
+    assert albedo.image != original and albedo.image.name.startswith(original.name)
+    assert rough.image == rough_image and not os.path.exists(bpy.path.abspath(settings.output_path))
+    assert bpy.ops.image.neural_style_material_textures_restore() == {"FINISHED"}
+    assert albedo.image == original
+    albedo.neural_style_pick = False  # nothing ticked: refused, nothing made
+    count = len(bpy.data.images)
+    with pytest.raises(RuntimeError, match="no colour texture"):
+        bpy.ops.image.neural_style_apply()
+    assert albedo.image == original and len(bpy.data.images) == count
+
+
 class _Layout:
     """Records what the panel draws (Panel.draw never runs headless)."""
 
     def __init__(self, calls):
-        self.calls, self.enabled = calls, True
+        self.calls, self.enabled, self.active, self.use_property_split = calls, True, True, False
 
     def row(self, **kwargs):
         return _Layout(self.calls)
 
-    def prop(self, data, name, text="", **kwargs):
+    column = box = row
+
+    def prop(self, data, name, text=None, **kwargs):
         assert name in data.bl_rna.properties, name
         self.calls.append(("prop", name, text))
 
@@ -343,13 +366,41 @@ class _Layout:
         assert hasattr(getattr(bpy.ops, module), name), idname
         self.calls.append(("operator", idname))
 
+    def template_list(self, *args, **kwargs):
+        self.calls.append(("template_list",))
 
-def test_panel_lists_colour_textures_to_tick_and_data_greyed_out(textured):
+    def template_ID(self, data, name, **kwargs):
+        self.calls.append(("template_ID", name))
+
+
+def _draw_main_panel():
     from types import SimpleNamespace
 
+    from neural_style_addon import panels
+
     calls = []
-    panel = material_textures.IMAGE_PT_neural_style_material_textures
-    panel.draw(SimpleNamespace(layout=_Layout(calls)), SimpleNamespace(view_layer=bpy.context.view_layer))
-    assert ("prop", "neural_style_pick", "Albedo: albedo.png (sRGB)") in calls
+    context = SimpleNamespace(scene=bpy.context.scene, view_layer=bpy.context.view_layer,
+                              preferences=bpy.context.preferences)
+    panels.IMAGE_PT_neural_style.draw(SimpleNamespace(layout=_Layout(calls)), context)
+    return calls
+
+
+def test_source_menu_active_material_lists_textures_to_tick_and_data_greyed_out(textured):
+    plane, folder = textured
+    settings = bpy.context.scene.neural_style
+    assert "MATERIAL" in settings.bl_rna.properties["source"].enum_items.keys()
+    assert not any(call[:2] == ("prop", "neural_style_pick") for call in _draw_main_panel())  # Render Result
+
+    settings.source = "MATERIAL"
+    calls = _draw_main_panel()
+    assert calls.index(("prop", "source", None)) < calls.index(("prop", "neural_style_pick", "Albedo: albedo.png (sRGB)"))
+    assert ("prop", "neural_style_seamless", "") in calls
     assert ("label", "Roughness Map: rough.png (Non-Color)", False) in calls
     assert ("operator", "image.neural_style_material_textures_restore") in calls
+    assert ("operator", "image.neural_style_apply") in calls
+    assert ("prop", "target", None) not in calls  # the results go back into the nodes
+
+    plane.active_material.node_tree.nodes["Albedo"].image = _udim(folder)
+    assert ("prop", "neural_style_pick", "Albedo: tex.1001.png (UDIM, 2 tiles, sRGB)") in _draw_main_panel()
+    bpy.context.view_layer.objects.active = None
+    assert ("label", "the Active Material source needs an active object: select one first", True) in _draw_main_panel()
