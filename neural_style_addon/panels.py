@@ -21,6 +21,24 @@ class _StylePanel:
     bl_category = "Style"
 
 
+# Style slot "Limit To" value -> the slot's property holding the object, collection or material.
+LIMIT_TARGETS = {"OBJECT": "limit_object", "COLLECTION": "limit_collection", "MATERIAL": "limit_material"}
+
+
+def draw_limit(layout, settings) -> None:
+    """The active style slot's "Limit To", and what happens to the pixels no limited slot covers."""
+    if not 0 <= settings.active_style < len(settings.styles):
+        return
+    item = settings.styles[settings.active_style]
+    layout.prop(item, "limit")
+    if item.limit in LIMIT_TARGETS:
+        layout.prop(item, LIMIT_TARGETS[item.limit])
+    limits = [slot.limit != "EVERYWHERE" for slot in settings.styles]
+    if any(limits):
+        rest = "stay as rendered" if all(limits) else "take the unlimited styles"
+        layout.label(text=f"Other pixels {rest} (masks from Cryptomatte)", icon="INFO")
+
+
 def source_size(context, settings) -> tuple[int, int]:
     """The size of what will be stylized: the chosen image's, else the scene's render size."""
     image = settings.source_image if settings.source == "IMAGE" else None
@@ -86,6 +104,7 @@ class IMAGE_PT_neural_style(_StylePanel, bpy.types.Panel):
         buttons = row.column(align=True)
         buttons.operator("image.neural_style_style_add", icon="ADD", text="")
         buttons.operator("image.neural_style_style_remove", icon="REMOVE", text="")
+        draw_limit(layout, settings)
 
         layout.prop(settings, "strength", slider=True)
         layout.prop(settings, "model")

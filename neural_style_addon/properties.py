@@ -55,6 +55,22 @@ class NeuralStyleStyleItem(bpy.types.PropertyGroup):
     filepath: StringProperty(name="Style File", subtype="FILE_PATH", options=PATH_OPTIONS)
     image: PointerProperty(name="Style Image", type=bpy.types.Image)
     weight: FloatProperty(name="Weight", description="Share of this style in the blend", default=1.0, min=0.0, soft_max=1.0)
+    # Spatial control (neural_style_addon/mattes.py): masks from the render's Cryptomatte passes.
+    limit: EnumProperty(
+        name="Limit To",
+        description="Where this style applies; pixels no limited style covers take the unlimited styles "
+                    "(or stay as rendered when every style is limited)",
+        items=(
+            ("EVERYWHERE", "Everywhere", "The whole picture (or what no limited style covers)"),
+            ("OBJECT", "Object", "Only where this object is seen"),
+            ("COLLECTION", "Collection", "Only where the objects of this collection are seen"),
+            ("MATERIAL", "Material", "Only where this material is seen"),
+        ),
+        default="EVERYWHERE",
+    )
+    limit_object: PointerProperty(name="Object", type=bpy.types.Object)
+    limit_collection: PointerProperty(name="Collection", type=bpy.types.Collection)
+    limit_material: PointerProperty(name="Material", type=bpy.types.Material)
 
 
 class NeuralStyleSettings(bpy.types.PropertyGroup):
