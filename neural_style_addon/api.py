@@ -114,8 +114,9 @@ def check_job(job: Job, animation: bool = False, scene=None) -> None:
         raise StyleError(f"existing_frames must be 'RESUME' or 'OVERWRITE', not {job.existing_frames!r}")
     mattes.check_limits(job, animation)
     if animation:
-        if job.source == "IMAGE":
-            raise StyleError("an animation is stylized from renders or a frames folder, not a single image")
+        if job.source in ("IMAGE", "MATERIAL"):
+            raise StyleError("an animation is stylized from renders or a frames folder, not a single image "
+                             "or a material's textures")
         if not os.path.isabs(job.out_dir):  # a "//" path in an unsaved file
             raise StyleError("save the .blend file first, or choose an absolute output folder for the frames")
         if not job.frames:

@@ -312,6 +312,16 @@ def test_no_ticked_texture_is_refused_before_any_work(textured):
         material_textures.stylize_textures(obj=plane)
 
 
+def test_an_animation_from_the_active_material_source_is_refused(textured):
+    from neural_style_addon import api
+
+    plane, tmp_path = textured
+    bpy.context.scene.neural_style.source = "MATERIAL"
+    with pytest.raises(StyleError, match="not a single image or a material's textures"):
+        api.stylize_animation(out_dir=str(tmp_path / "frames"))
+    assert not (tmp_path / "frames").exists()
+
+
 def test_operators_stylize_and_restore_the_active_material(textured):
     plane, _ = textured
     node = plane.active_material.node_tree.nodes["Albedo"]
