@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .errors import EngineError
-from .images import resize
+from .images import MAX_INPUT_PIXELS, resize
 
 # How far masks may sum above 1 from rounding before they are shared out.
 OVERLAP_SLACK = 1e-3
@@ -197,14 +197,14 @@ def read_mask(path: str | Path) -> np.ndarray:
     path = Path(path)
     if path.suffix.lower() == ".npy":
         try:
-            array = np.load(path, allow_pickle=False)
+            array = np.load(path, allow_pickle=False, mmap_mode="r")  # the header first: nothing read yet
         except (OSError, ValueError) as exc:
             raise EngineError(f"cannot read the mask {path}: {exc}") from None
         if array.ndim == 3 and array.shape[2] == 1:
             array = array[..., 0]
-        if array.ndim != 2 or array.dtype.kind not in "fiu" or array.size > 16384 * 8192:
+        if array.ndim != 2 or array.dtype.kind not in "fiu" or array.size > MAX_INPUT_PIXELS:
             raise EngineError(f"the mask {path} must be a 2-D array of numbers, got {array.dtype} {array.shape}")
-        array = array.astype(np.float32)
+        array = np.asarray(array, dtype=np.float32)
     else:
         image = read_image(path)
         array = image[..., 3] if image.shape[2] == 4 and image[..., 3].min() < 1 else image[..., :3] @ np.float32(
