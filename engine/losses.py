@@ -16,11 +16,33 @@ import torch
 from .errors import EngineError
 
 
+class _Gram(torch.autograd.Function):
+    """F F^T of BxCxN features.  Autograd would differentiate the two factors apart, two matrix products of
+    the size of the forward one; the result is symmetric, so one product gives the gradient:
+    d/dF = (G' + G'^T) F, one product of the forward's size less per style layer and step.  The losses'
+    upstream gradients are symmetric, so L-BFGS results are the same to the last bit (docs/benchmarks.md,
+    "Speed"; tests/test_engine.py checks the general case)."""
+
+    @staticmethod
+    def forward(ctx, flat: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(flat)
+        return torch.bmm(flat, flat.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (flat,) = ctx.saved_tensors
+        return torch.bmm(grad + grad.transpose(1, 2), flat)
+
+
+def channel_products(flat: torch.Tensor) -> torch.Tensor:
+    """BxCxN -> BxCxC: F F^T (unnormalised), with the one-product gradient of `_Gram`."""
+    return _Gram.apply(flat)
+
+
 def gram(features: torch.Tensor) -> torch.Tensor:
     """BxCxHxW features -> BxCxC channel correlations, normalised by C*H*W (size-independent)."""
     b, c, h, w = features.shape
-    flat = features.reshape(b, c, h * w).float()
-    return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
+    return channel_products(features.reshape(b, c, h * w).float()) / (c * h * w)
 
 
 def relative_mse(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -61,8 +83,7 @@ def guided_style_loss(features: dict[str, torch.Tensor], guides, layer_weights: 
             mask, area, energy = guide.at(h, w)
             if area < MIN_GUIDE_AREA:
                 continue
-            flat = (f.float() * mask).reshape(b, c, h * w)
-            g = torch.bmm(flat, flat.transpose(1, 2)) / (c * energy)
+            g = channel_products((f.float() * mask).reshape(b, c, h * w)) / (c * energy)
             term = (guide.weight * area * weight) * _gram_error(g, guide.grams[name])
             loss = term if loss is None else loss + term
     if loss is None:

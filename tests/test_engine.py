@@ -168,3 +168,19 @@ def test_a_loss_that_becomes_non_finite_stops_the_run(content_small, style_small
     with pytest.raises(EngineError, match=r"the loss became NaN/infinite \(temporal, total\); check the weights/options"):
         pipeline.stylize(content_small, [style_small], FAST, progress=seen.append, extra_losses=(overflowing,))
     assert seen == []  # stopped at the first step, before reporting a result
+
+
+def test_gram_gradient_is_the_two_factor_gradient():
+    """`losses.gram` computes its gradient with one product (G' + G'^T) F; it must equal autograd's two."""
+    from engine.losses import channel_products, gram
+
+    torch.manual_seed(0)
+    features = torch.rand(2, 6, 5, 7, requires_grad=True)
+    upstream = torch.rand(2, 6, 6)  # not symmetric: the general case
+    (gram(features) * upstream).sum().backward()
+    ours = features.grad.clone()
+    features.grad = None
+    flat = features.reshape(2, 6, 35)
+    ((torch.bmm(flat, flat.transpose(1, 2)) / (6 * 35)) * upstream).sum().backward()
+    torch.testing.assert_close(ours, features.grad, rtol=1e-6, atol=1e-7)
+    assert torch.autograd.gradcheck(channel_products, (torch.rand(2, 4, 9, dtype=torch.float64, requires_grad=True),))
