@@ -29,7 +29,7 @@ from .optimize import ExtraLoss
 from .options import JsonOptions, StyleOptions
 from .pipeline import output_shape, stylize
 from .progress import CancelFn, Progress, ProgressFn
-from .regions import Region
+from .regions import Region, keep_content, keep_mask
 from .tensors import to_tensor
 from .trust import COLOUR_TOLERANCE, FEATHER, trust_mask
 
@@ -230,7 +230,11 @@ def stylize_frame(
         extra_losses=(temporal_loss(warped, motion.mask, temporal.weight * options.style_weight),),
         regions=regions,
     )
-    return _mix(result, warped, motion.mask, temporal.blend)
+    result = _mix(result, warped, motion.mask, temporal.blend)
+    if regions is not None:  # kept regions stay this frame's content, not the previous frame's warped output
+        rgb = resize(np.clip(content[..., :3], 0, 1).astype(np.float32), height, width)
+        result[..., :3] = keep_content(result[..., :3], rgb, keep_mask(regions, height, width))
+    return result
 
 
 def sequence_progress(progress: ProgressFn | None, index: int, count: int) -> ProgressFn | None:

@@ -63,16 +63,18 @@ def test_unlimited_slots_style_the_rest_and_slots_sharing_a_limit_are_blended(st
     assert mattes.region_specs(api.build_job(scene, styles=[str(style)]).styles) is None
 
 
-def test_animation_masks_follow_each_frame(style, tmp_path):
+@pytest.mark.parametrize("temporal", [False, True])
+def test_animation_masks_follow_each_frame(style, tmp_path, temporal):
     scene, cube = limited_scene(style)
     scene.frame_start, scene.frame_end = 1, 2
     cube.location.x = -0.6
     cube.keyframe_insert("location", frame=1)
     cube.location.x = 0.6
     cube.keyframe_insert("location", frame=2)
-    scene.neural_style.temporal = False
+    scene.neural_style.temporal = temporal
     paths = api.stylize_animation(out_dir=str(tmp_path / "frames"))
-    assert not scene.view_layers[0].use_pass_cryptomatte_object
+    layer = scene.view_layers[0]
+    assert not (layer.use_pass_cryptomatte_object or layer.use_pass_vector)  # passes restored
     for frame, path in zip((1, 2), paths):
         scene.frame_set(frame)
         saved = mattes.enable_cryptomatte(scene, {"object"})
