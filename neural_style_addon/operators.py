@@ -159,8 +159,9 @@ class IMAGE_OT_neural_style_apply(_TaskOperator, bpy.types.Operator):
         return run[0](self, context) if run else super().start(context)
 
     def done_message(self, task):
-        if self._done_message is not None:
-            return self._done_message(task)
+        message = getattr(self, "_done_message", None)  # set by `start`, which a caller may have skipped
+        if message is not None:
+            return message(task)
         return f"Neural Style: created '{task.result.name}'"
 
 

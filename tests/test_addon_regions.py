@@ -106,3 +106,22 @@ def test_limits_in_fast_mode_and_empty_targets_are_refused(style, tmp_path):
     scene.neural_style.styles[0].limit_object = None
     with pytest.raises(StyleError, match="limited to an object but none is chosen"):
         api.build_job(scene)
+
+
+def test_panel_draws_the_active_slots_limit_and_says_where_other_pixels_go(style):
+    from test_addon_ui import draw
+
+    from neural_style_addon import panels
+
+    scene, cube = limited_scene(style)
+    settings = scene.neural_style
+    settings.styles.add().filepath = str(style)  # a second, unlimited slot
+    settings.active_style = 0
+    layout = draw(panels.IMAGE_PT_neural_style, scene)
+    assert ("prop", "limit") in layout.calls and ("prop", "limit_object") in layout.calls
+    assert any("take the unlimited styles" in text for text in layout.names("label"))
+    settings.styles[1].limit = "MATERIAL"
+    settings.active_style = 1
+    layout = draw(panels.IMAGE_PT_neural_style, scene)
+    assert ("prop", "limit_material") in layout.calls and ("prop", "limit_object") not in layout.calls
+    assert any("stay as rendered" in text for text in layout.names("label"))
