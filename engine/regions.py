@@ -100,6 +100,45 @@ def keep_content(result: np.ndarray, content: np.ndarray, keep: np.ndarray | Non
     return (share * content + (1 - share) * result).astype(np.float32)
 
 
+def depth_bands(depth: np.ndarray, bands: int = 4) -> list[tuple[np.ndarray, float]]:
+    """Soft masks over the picture's depth (HxW distances, as Blender's Depth pass), nearest first, each with
+    its place from 0 (near) to 1 (far): hat functions over log-distance between the 2nd and 98th percentile,
+    so they sum to 1 everywhere; where nothing was hit (1e10) is the far end."""
+    if bands < 2:
+        raise EngineError(f"depth bands must be at least 2, got {bands}")
+    hit = depth[np.isfinite(depth) & (depth > 0) & (depth < 1e9)]
+    if hit.size == 0:
+        return [(np.ones(depth.shape, np.float32), 0.0)]
+    low, high = np.percentile(np.log(hit), [2, 98])
+    safe = np.where(np.isfinite(depth) & (depth > 0), depth, 1e10).astype(np.float64)
+    place = np.clip((np.log(safe) - low) / max(high - low, 1e-6), 0, 1)
+    centres = np.linspace(0, 1, bands)
+    return [(np.clip(1 - np.abs(place - c) * (bands - 1), 0, 1).astype(np.float32), float(c)) for c in centres]
+
+
+def finer_with_distance(regions: list[Region] | None, style_count: int, depth: np.ndarray, far: float,
+                        base_scale: float, blend: tuple[float, ...] | None = None, bands: int = 4) -> list[Region]:
+    """Depth-aware style scale: every styled region (or, without regions, the whole picture with every style)
+    split into depth bands whose style scale shrinks from the region's own at the nearest to `far` times it
+    at the farthest (geometrically), so strokes get finer with distance as they would in perspective.
+    `blend`: the styles' blend weights for the whole picture (without regions)."""
+    if not 0.05 <= far <= 1:
+        raise EngineError(f"the far style scale factor must be between 0.05 and 1, got {far}")
+    if regions is None:
+        regions = [Region(np.ones(depth.shape, np.float32), tuple(range(style_count)), blend)]
+    split = []
+    for region in regions:
+        if region.keep:
+            split.append(region)
+            continue
+        mask = resize(np.asarray(region.mask, np.float32)[..., None], *depth.shape)[..., 0]
+        scale = region.style_scale or base_scale
+        for band, place in depth_bands(depth, bands):
+            split.append(Region(mask * band, region.styles, region.blend,
+                                float(np.clip(scale * far ** place, 0.05, 4.0)), region.weight))
+    return split
+
+
 @dataclass
 class Guide:
     """One styled region at one scale or tile: its style Grams and its mask (1x1xHxW on the run's device)."""

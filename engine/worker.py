@@ -111,6 +111,17 @@ def whole(low: int, high: int | None = None) -> Check:
     return check
 
 
+def number(low: float, high: float) -> Check:
+    def check(value, name: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise _expected(name, "a finite number", value)
+        if not low <= value <= high:
+            raise EngineError(f"{name} must be between {low} and {high}, got {value}")
+        return float(value)
+
+    return check
+
+
 def request_id(value, name: str):
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise _expected(name, "a string or a whole number", value)
@@ -362,6 +373,8 @@ def run_stylize(job: Job) -> dict:
         from .regions import resolve
 
         regions = resolve(f["regions"], *content.shape[:2], mattes=f["mattes"])
+    if f["depth_scale"] is not None and f["depth_scale"] < 1:
+        regions = depth_regions(regions, len(styles), options, f["mattes"], f["depth_scale"])
 
     def progress(p) -> None:
         job.progress(p)
@@ -381,6 +394,19 @@ def run_stylize(job: Job) -> dict:
         result = stylize(content, styles, options, progress=progress, cancel=job.cancel, regions=regions)
     save_array(f["output"], result)
     return {"output": f["output"], "shape": list(result.shape)}
+
+
+def depth_regions(regions, style_count: int, options: StyleOptions, mattes: str | None, far: float):
+    """`regions` (or the whole picture) split by the Depth pass of `mattes`: strokes finer with distance."""
+    from .exr import read_render
+    from .regions import finer_with_distance
+
+    if mattes is None:
+        raise EngineError("depth_scale needs the render's multilayer EXR (mattes) with its Depth pass")
+    depth = read_render(mattes).depth
+    if depth is None:
+        raise EngineError(f"{mattes} has no Depth pass; render with the Z pass on")
+    return finer_with_distance(regions, style_count, depth, far, options.style_scale, options.style_blend_weights)
 
 
 def run_fast_train(job: Job) -> dict:
@@ -480,7 +506,7 @@ COMMANDS: dict[str, Command] = {
         "id": ID, "content": (pixels, True), "styles": (non_empty_list(pixels), True),
         "options": (options_of(lambda: StyleOptions), False), "output": (output_file, True),
         "preview_every": (whole(0), False), "preview": (output_file, False), "temporal": (TEMPORAL, False),
-        "regions": (region_specs, False), "mattes": (input_file, False),
+        "regions": (region_specs, False), "mattes": (input_file, False), "depth_scale": (number(0.05, 1.0), False),
     }, run_stylize),
     "fast_train": Command({
         "id": ID, "frames": (non_empty_list(input_file), True), "style": (pixels, True),

@@ -11,7 +11,10 @@ builds them (docs/worker-protocol.md, "Regions").  The engine reads the
 coverage (engine/exr.py) and applies one style per region (engine/regions.py).
 
 Pixels no limited slot covers take the slots that are not limited; when every
-slot is limited, they stay as rendered.  Plain functions; no torch.
+slot is limited, they stay as rendered.  *Far Stroke Size* (`Job.depth_scale`
+below 1) also reads the render's Depth pass: the engine splits the picture (or
+each region) by depth and shrinks the style scale with distance.  Plain
+functions; no torch.
 """
 
 from __future__ import annotations
@@ -93,32 +96,42 @@ def kinds(styles: list[Style]) -> set[str]:
     return {style.limit[0] for style in styles if style.limit is not None}
 
 
+def needs_passes(job: Job) -> bool:
+    """Whether the job reads the render's passes: styles limited to objects/materials, or Far Stroke Size."""
+    return is_limited(job.styles) or job.depth_scale < 1
+
+
 def check_limits(job: Job, animation: bool) -> None:
-    """Limits need a render (the passes come from it) and one worker doing every frame."""
-    if not is_limited(job.styles):
+    """Limits and Far Stroke Size need a render (the passes come from it) and one worker doing every frame."""
+    if not needs_passes(job):
         return
+    if is_limited(job.styles):
+        what, need, work, do = "styles limited to objects or materials", "need", "work", "do"
+    else:
+        what, need, work, do = "Far Stroke Size", "needs", "works", "does"
     if job.source != "RENDER" and not (job.image is not None and job.image.type == "RENDER_RESULT"):
-        raise StyleError("styles limited to objects or materials need the render as the source: "
-                         "the masks come from its Cryptomatte passes")
+        raise StyleError(f"{what} {need} the render as the source: the masks and depth come from its passes")
     if animation and job.animation_mode == "FAST":
-        raise StyleError("styles limited to objects or materials work with Optimize, not Fast mode")
+        raise StyleError(f"{what} {work} with Optimize, not Fast mode")
     if animation and job.ray_address:
-        raise StyleError("styles limited to objects or materials do not run on a Ray cluster yet; "
-                         "clear the Ray address in the preferences")
+        raise StyleError(f"{what} {do} not run on a Ray cluster yet; clear the Ray address in the preferences")
 
 
-def enable_cryptomatte(scene: bpy.types.Scene, wanted: set[str]) -> dict:
-    """Turn on the Cryptomatte passes `wanted` ("object", "material") in every view layer; returns what
-    `restore_cryptomatte` puts back."""
+def enable_cryptomatte(scene: bpy.types.Scene, wanted: set[str], depth: bool = False) -> dict:
+    """Turn on the Cryptomatte passes `wanted` ("object", "material"), and the Depth pass with `depth`, in
+    every view layer; returns what `restore_cryptomatte` puts back."""
     saved = {}
     for layer in scene.view_layers:
         saved[layer.name] = (layer.use_pass_cryptomatte_object, layer.use_pass_cryptomatte_material,
-                             layer.pass_cryptomatte_depth)
+                             layer.pass_cryptomatte_depth, layer.use_pass_z)
         if "object" in wanted:
             layer.use_pass_cryptomatte_object = True
         if "material" in wanted:
             layer.use_pass_cryptomatte_material = True
-        layer.pass_cryptomatte_depth = max(layer.pass_cryptomatte_depth, CRYPTOMATTE_LEVELS)
+        if wanted:
+            layer.pass_cryptomatte_depth = max(layer.pass_cryptomatte_depth, CRYPTOMATTE_LEVELS)
+        if depth:
+            layer.use_pass_z = True
     return saved
 
 
@@ -126,4 +139,4 @@ def restore_cryptomatte(scene: bpy.types.Scene, saved: dict) -> None:
     for layer in scene.view_layers:
         if layer.name in saved:
             (layer.use_pass_cryptomatte_object, layer.use_pass_cryptomatte_material,
-             layer.pass_cryptomatte_depth) = saved[layer.name]
+             layer.pass_cryptomatte_depth, layer.use_pass_z) = saved[layer.name]

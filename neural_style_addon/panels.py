@@ -134,7 +134,7 @@ class IMAGE_PT_neural_style_advanced(_StylePanel, bpy.types.Panel):
         layout = self.layout
         layout.use_property_split = True
         settings = context.scene.neural_style
-        for name in ("size", "iterations", "optimizer", "style_scale", "weights", "seed", "preview_every"):
+        for name in ("size", "iterations", "optimizer", "style_scale", "depth_scale", "weights", "seed", "preview_every"):
             layout.prop(settings, name)
 
 

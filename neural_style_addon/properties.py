@@ -136,6 +136,12 @@ class NeuralStyleSettings(bpy.types.PropertyGroup):
     )
     seed: IntProperty(name="Seed", description="Random seed (-1: different each run)", default=-1, min=-1)
     preview_every: IntProperty(name="Preview Every", description="Update the preview every N iterations (0: never)", default=10, min=0)
+    depth_scale: FloatProperty(
+        name="Far Stroke Size",
+        description="Style scale at the farthest depth relative to the nearest, from the render's Depth pass: "
+                    "strokes get finer with distance (1: the same size everywhere)",
+        default=1.0, min=0.05, max=1.0,
+    )
     preserve_colors: BoolProperty(name="Preserve Colours", description="Keep the source's colours, take only the style's texture")
     device: EnumProperty(
         name="Device",

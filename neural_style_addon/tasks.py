@@ -27,12 +27,13 @@ from .runner import Task, follow, send_job
 def run_on_worker(task: Task, content: str, styles: list[str], options: dict, workdir: str,
                   preview_every: int = 0, on_preview: Callable[[np.ndarray], None] | None = None,
                   label: str = "", share: tuple[float, float] = (0.0, 1.0), temporal: dict | None = None,
-                  regions: list[dict] | None = None, mattes_exr: str | None = None):
+                  regions: list[dict] | None = None, mattes_exr: str | None = None, depth_scale: float = 1.0):
     """Send one stylize request and follow it to its end; returns the output array.
 
     `share` is the slice of the task's progress bar this request fills;
     `temporal` is the request's optional temporal field (see `temporal_request`);
-    `regions` and `mattes_exr` limit styles to objects or materials (see `mattes`).
+    `regions` and `mattes_exr` limit styles to objects or materials, `depth_scale` below 1 shrinks the
+    strokes with distance (see `mattes`).
     """
     output = os.path.join(workdir, f"{uuid.uuid4().hex}-out.npy")
     preview = output.replace("-out.npy", "-preview.npy")
@@ -40,7 +41,9 @@ def run_on_worker(task: Task, content: str, styles: list[str], options: dict, wo
         "cmd": "stylize", "content": content, "styles": styles, "options": options,
         "output": output, "preview_every": preview_every if on_preview else 0, "preview": preview,
         **({"temporal": temporal} if temporal else {}),
-        **({"regions": regions, "mattes": mattes_exr} if regions else {}),
+        **({"regions": regions} if regions else {}),
+        **({"depth_scale": depth_scale} if depth_scale < 1 else {}),
+        **({"mattes": mattes_exr} if mattes_exr else {}),
     })
     event = yield from follow(task, job_id, label, share, on_preview)
     timings.record(options, event)  # this machine's speed, for the panel's cost estimate
@@ -81,10 +84,11 @@ def from_render(job: Job) -> bool:
     return job.source == "RENDER" or (job.image is not None and job.image.type == "RENDER_RESULT")
 
 
-def render_mattes(scene: bpy.types.Scene, wanted: set[str], workdir: str) -> str:
-    """Render the current frame again with the Cryptomatte passes `wanted` on (restored afterwards) and save
-    every pass as a multilayer EXR; returns its path.  The Render Result then holds this render."""
-    saved = mattes.enable_cryptomatte(scene, wanted)
+def render_mattes(scene: bpy.types.Scene, wanted: set[str], workdir: str, depth: bool = False) -> str:
+    """Render the current frame again with the Cryptomatte passes `wanted` (and the Depth pass with `depth`)
+    on, restored afterwards, and save every pass as a multilayer EXR; returns its path.  The Render Result
+    then holds this render."""
+    saved = mattes.enable_cryptomatte(scene, wanted, depth)
     try:
         with animation.scene_only(scene):
             bpy.ops.render.render(scene=scene.name)
@@ -131,9 +135,9 @@ def stylize_image_steps(task: Task, job: Job):
     """Stylize one image into a new image (and a file or material texture)."""
     with tempfile.TemporaryDirectory(prefix="neural-style-") as workdir:
         regions, mattes_exr = mattes.region_specs(job.styles), None
-        if regions:
-            yield Status("rendering the object masks")
-            mattes_exr = render_mattes(bpy.context.scene, mattes.kinds(job.styles), workdir)
+        if mattes.needs_passes(job):
+            yield Status("rendering the masks and depth")
+            mattes_exr = render_mattes(bpy.context.scene, mattes.kinds(job.styles), workdir, job.depth_scale < 1)
         yield Status("reading the source")
         name, source = read_source(job, workdir)
         content_path = os.path.join(workdir, "content.npy")
@@ -147,7 +151,7 @@ def stylize_image_steps(task: Task, job: Job):
             result = yield from run_on_worker(
                 task, content_path, style_paths, sized_options(job.options, source), workdir, job.preview_every,
                 on_preview=lambda preview: image_bridge.array_to_image(image, fit_to_source(preview, source)),
-                regions=regions, mattes_exr=mattes_exr,
+                regions=regions, mattes_exr=mattes_exr, depth_scale=job.depth_scale,
             )
             image_bridge.array_to_image(image, fit_to_source(result, source))
             deliver(job, image)
@@ -215,6 +219,7 @@ def frame_fingerprints(job: Job, scene: bpy.types.Scene) -> dict[int, str]:
     """frame -> a fingerprint of everything that decides how the frame is stylized (see `folder_record`)."""
     settings = folder_record.fingerprint(
         [(folder_record.fingerprint(style.pixels), style.weight, style.limit) for style in job.styles],
+        job.depth_scale,
         {key: value for key, value in job.options.items() if key != "device"},  # same looks on any device
         job.temporal if job.temporal and job.temporal.get("enabled", True) else None,
         job.animation_mode, job.fast if job.animation_mode == "FAST" else None,
@@ -290,15 +295,15 @@ def stylize_animation_steps(task: Task, job: Job):
     from_folder = job.source == "SEQUENCE"
     with_vectors = bool(job.temporal and job.temporal.get("enabled", True)) and not from_folder
     saved = motion.enable_motion_passes(scene) if with_vectors and todo else None
-    regions = mattes.region_specs(job.styles)
-    crypto = mattes.enable_cryptomatte(scene, mattes.kinds(job.styles)) if regions and todo else None
+    regions, passes = mattes.region_specs(job.styles), mattes.needs_passes(job)
+    crypto = mattes.enable_cryptomatte(scene, mattes.kinds(job.styles), job.depth_scale < 1) if passes and todo else None
     try:
         with tempfile.TemporaryDirectory(prefix="neural-style-") as workdir:
             passes_dir = None  # where each render's passes are saved (vectors, depth, Cryptomatte)
             if from_folder:
                 read = animation.sequence_reader(job.sequence_dir)
             else:
-                passes_dir = job.out_dir if saved is not None else workdir if regions else None
+                passes_dir = job.out_dir if saved is not None else workdir if passes else None
                 if passes_dir is not None:
                     os.makedirs(os.path.dirname(animation.motion_path(passes_dir, 0)), exist_ok=True)
                 read = animation.render_reader(scene, workdir, passes_dir)
@@ -328,16 +333,17 @@ def stylize_animation_steps(task: Task, job: Job):
                 else:
                     result = yield from run_on_worker(
                         task, content_path, style_paths, options, workdir, label=label, share=share, temporal=temporal,
-                        regions=regions, mattes_exr=animation.motion_path(passes_dir, frame) if regions else None)
+                        regions=regions, mattes_exr=animation.motion_path(passes_dir, frame) if passes else None,
+                        depth_scale=job.depth_scale)
                 image_bridge.save_png(fit_to_source(result, frame_input.content), animation.frame_path(job.out_dir, frame))
                 made[frame] = fingerprints[frame]
                 folder_record.save(job.out_dir, made)
                 kept = {frame: frame_input.content}
-    finally:
-        if saved is not None:
-            motion.restore_settings(scene, saved)
+    finally:  # in the reverse order of turning them on: both may have turned on the Depth pass
         if crypto is not None:
             mattes.restore_cryptomatte(scene, crypto)
+        if saved is not None:
+            motion.restore_settings(scene, saved)
         if scene.frame_current != playhead:
             scene.frame_set(playhead)
     paths = [animation.frame_path(job.out_dir, frame) for frame in job.frames]

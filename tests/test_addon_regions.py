@@ -125,3 +125,32 @@ def test_panel_draws_the_active_slots_limit_and_says_where_other_pixels_go(style
     layout = draw(panels.IMAGE_PT_neural_style, scene)
     assert ("prop", "limit_material") in layout.calls and ("prop", "limit_object") not in layout.calls
     assert any("stay as rendered" in text for text in layout.names("label"))
+
+
+def test_far_stroke_size_reads_depth_and_restores_the_pass(style, tmp_path):
+    scene = support.fresh_scene(transparent=False)
+    support.plumbing_settings(scene, style)
+    layer = scene.view_layers[0]
+    assert not layer.use_pass_z
+    bpy.ops.render.render()
+    plain = support.pixels(api.stylize_image())
+    scene.neural_style.depth_scale = 0.25
+    job = api.build_job(scene)
+    assert mattes.needs_passes(job) and mattes.region_specs(job.styles) is None
+    deep = support.pixels(api.stylize_image())
+    assert not layer.use_pass_z and not layer.use_pass_cryptomatte_object  # restored
+    assert np.abs(deep - plain).max() > 1 / 255  # other style scales far away: another result
+    with pytest.raises(StyleError, match="Far Stroke Size needs the render as the source"):
+        api.build_job(scene, source="IMAGE", image=bpy.data.images.new("Photo", 8, 8))
+
+
+def test_passes_turned_on_by_temporal_and_depth_are_all_restored(style, tmp_path):
+    scene, cube = limited_scene(style)
+    scene.frame_start, scene.frame_end = 1, 2
+    scene.neural_style.temporal = True
+    scene.neural_style.depth_scale = 0.5
+    layer = scene.view_layers[0]
+    before = (layer.use_pass_z, layer.use_pass_vector, layer.use_pass_cryptomatte_object, scene.render.use_motion_blur)
+    api.stylize_animation(out_dir=str(tmp_path / "frames"))
+    assert (layer.use_pass_z, layer.use_pass_vector, layer.use_pass_cryptomatte_object,
+            scene.render.use_motion_blur) == before

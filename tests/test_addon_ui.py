@@ -96,7 +96,7 @@ def test_running_task_shows_progress_and_cancel(scene, monkeypatch):
 def test_advanced_and_animation_sub_panels(scene):
     assert panels.IMAGE_PT_neural_style_advanced.bl_parent_id == "IMAGE_PT_neural_style"
     assert draw(panels.IMAGE_PT_neural_style_advanced, scene).names("prop") == [
-        "size", "iterations", "optimizer", "style_scale", "weights", "seed", "preview_every"]
+        "size", "iterations", "optimizer", "style_scale", "depth_scale", "weights", "seed", "preview_every"]
     animation = draw(panels.IMAGE_PT_neural_style_animation, scene)
     assert animation.names("prop") == [
         "animation_dir", "existing_frames", "load_sequence", "add_strip", "animation_mode", "fast_steps", "temporal",

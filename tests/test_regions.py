@@ -224,3 +224,31 @@ def test_cli_takes_a_mask_per_style(tmp_path, content_small, style_small):
                            capture_output=True, text=True)
     assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1 and "one --mask per style" in wrong.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+def test_depth_bands_sum_to_one_and_strokes_shrink_with_distance():
+    from engine.regions import depth_bands, finer_with_distance
+
+    depth = np.tile(np.geomspace(1, 50, 40, dtype=np.float32), (8, 1))
+    depth[:, -5:] = 1e10  # nothing hit: the far end
+    bands = depth_bands(depth, 4)
+    np.testing.assert_allclose(sum(mask for mask, _ in bands), 1.0, atol=1e-6)
+    assert bands[0][0][:, 0].min() == 1 and bands[-1][0][:, -1].min() == 1  # nearest / farthest
+    split = finer_with_distance(None, 2, depth, 0.25, 1.0, blend=(3.0, 1.0))
+    assert [round(r.style_scale, 3) for r in split] == [1.0, 0.63, 0.397, 0.25]
+    assert all(r.styles == (0, 1) and r.blend == (3.0, 1.0) for r in split)
+    kept = Region(np.ones((8, 40), np.float32))
+    assert finer_with_distance([kept], 1, depth, 0.5, 1.0) == [kept]
+    with pytest.raises(EngineError, match="between 0.05 and 1"):
+        finer_with_distance(None, 1, depth, 2.0, 1.0)
+
+
+def test_worker_depth_scale_reads_the_depth_pass(crypto_render, style_small, tmp_path):
+    """Far Stroke Size from the add-on: the worker splits the picture by the render's Depth pass."""
+    from engine.worker import depth_regions
+
+    options = StyleOptions(style_scale=0.8)
+    with pytest.raises(EngineError, match="has no Depth pass"):
+        depth_regions(None, 1, options, crypto_render, 0.5)
+    with pytest.raises(EngineError, match="needs the render's multilayer EXR"):
+        depth_regions(None, 1, options, None, 0.5)
