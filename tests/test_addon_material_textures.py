@@ -11,7 +11,7 @@ from addon_support import style  # noqa: F401 - fixture
 import numpy as np
 import pytest
 
-from neural_style_addon import image_bridge, material_textures
+from neural_style_addon import image_bridge, material_textures, texture_files, texture_scale
 from neural_style_addon.errors import StyleError
 
 
@@ -100,7 +100,7 @@ def test_textures_are_stylized_in_place_and_restored(textured):
     assert np.allclose(pixels[..., 3], 0.75, atol=1 / 255) and not np.allclose(pixels, before_pixels, atol=0.02)
     # A file beside the .blend, never the original's.
     new_path = bpy.path.abspath(made[0].filepath)
-    assert os.path.isfile(new_path) and os.path.dirname(new_path) == str(folder / material_textures.RESULT_FOLDER)
+    assert os.path.isfile(new_path) and os.path.dirname(new_path) == str(folder / texture_files.RESULT_FOLDER)
     assert _digest(original_path) == before_file
     assert original.name in bpy.data.images and original.use_fake_user
 
@@ -146,13 +146,13 @@ def test_texel_density_gives_a_4k_and_a_1k_texture_the_same_scale(textured):
     plane, _ = textured  # a 2 x 2 m plane with UVs over the whole texture
     small = bpy.data.images.new("1k", 1024, 1024)
     large = bpy.data.images.new("4k", 4096, 4096)
-    assert material_textures.texels_per_unit(plane, small) == pytest.approx(512)
-    assert material_textures.texels_per_unit(plane, large) == pytest.approx(2048)
-    assert material_textures.texture_style_scale(1.0, plane, small) == pytest.approx(0.5)
-    assert material_textures.texture_style_scale(1.0, plane, large) == pytest.approx(0.5)
+    assert texture_scale.texels_per_unit(plane, small) == pytest.approx(512)
+    assert texture_scale.texels_per_unit(plane, large) == pytest.approx(2048)
+    assert texture_scale.texture_style_scale(1.0, plane, small) == pytest.approx(0.5)
+    assert texture_scale.texture_style_scale(1.0, plane, large) == pytest.approx(0.5)
     plane.scale = (4, 4, 1)  # a 8 x 8 m wall: the 1 m style covers an eighth of the texture
     bpy.context.view_layer.update()
-    assert material_textures.texture_style_scale(1.0, plane, small) == pytest.approx(0.125)
+    assert texture_scale.texture_style_scale(1.0, plane, small) == pytest.approx(0.125)
 
 
 def test_mapping_scale_counts_in_the_stroke_size(textured):
@@ -161,20 +161,20 @@ def test_mapping_scale_counts_in_the_stroke_size(textured):
     mapping = node.inputs["Vector"].links[0].from_node
     image = bpy.data.images.new("1k", 1024, 1024)
     node.image = image
-    assert material_textures.texels_per_unit(plane, image, node=node) == pytest.approx(512)
+    assert texture_scale.texels_per_unit(plane, image, node=node) == pytest.approx(512)
     mapping.inputs["Scale"].default_value = (2, 2, 1)  # the texture repeats 2 x 2 times: twice the texels per m
-    assert material_textures.texels_per_unit(plane, image, node=node) == pytest.approx(1024)
-    assert material_textures.texture_style_scale(1.0, plane, image, node=node) == pytest.approx(1.0)
+    assert texture_scale.texels_per_unit(plane, image, node=node) == pytest.approx(1024)
+    assert texture_scale.texture_style_scale(1.0, plane, image, node=node) == pytest.approx(1.0)
     mapping.inputs["Scale"].default_value = (4, 1, 1)  # anisotropic: the geometric mean
-    assert material_textures.texels_per_unit(plane, image, node=node) == pytest.approx(1024)
+    assert texture_scale.texels_per_unit(plane, image, node=node) == pytest.approx(1024)
     mapping.vector_type = "TEXTURE"  # the inverse transform: the texture is stretched 4 x 1
-    assert material_textures.texels_per_unit(plane, image, node=node) == pytest.approx(256)
+    assert texture_scale.texels_per_unit(plane, image, node=node) == pytest.approx(256)
     mapping.vector_type = "POINT"
     reroute = plane.active_material.node_tree.nodes.new("NodeReroute")  # reroutes are followed
     tree = plane.active_material.node_tree
     tree.links.new(mapping.outputs["Vector"], reroute.inputs[0])
     tree.links.new(reroute.outputs[0], node.inputs["Vector"])
-    assert material_textures.texels_per_unit(plane, image, node=node) == pytest.approx(1024)
+    assert texture_scale.texels_per_unit(plane, image, node=node) == pytest.approx(1024)
     # ... and a run uses it: the job's style_scale for the Albedo texture
     job = material_textures.build_job(bpy.context.scene)
     texture = next(t for t in material_textures.textures(plane.active_material) if t.name == "Albedo")
@@ -184,8 +184,8 @@ def test_mapping_scale_counts_in_the_stroke_size(textured):
 def test_udim_tile_uses_its_own_size_and_the_faces_in_it(textured):
     plane, folder = textured  # 2 x 2 m plane: two triangles of 2 m^2
     image = _udim(folder, sizes={1001: (32, 32), 1002: (64, 64)})
-    assert material_textures.texels_per_unit(plane, image, tile=1001) == pytest.approx(16)  # 32 px over 2 m
-    assert material_textures.texels_per_unit(plane, image, tile=1002) == pytest.approx(32)  # no face: all faces
+    assert texture_scale.texels_per_unit(plane, image, tile=1001) == pytest.approx(16)  # 32 px over 2 m
+    assert texture_scale.texels_per_unit(plane, image, tile=1002) == pytest.approx(32)  # no face: all faces
     mesh = plane.data
     mesh.calc_loop_triangles()
     triangles = sorted(tuple(sorted(t.vertices)) for t in mesh.loop_triangles)
@@ -200,8 +200,8 @@ def test_udim_tile_uses_its_own_size_and_the_faces_in_it(textured):
     assert sorted(areas) == [1001, 1002] and areas[1001] != pytest.approx(areas[1002])  # one triangle in each
     for tile, side in ((1001, 32), (1002, 64)):
         expected = (side * side * areas[tile] / 2) ** 0.5  # each triangle covers 2 m^2
-        assert material_textures.texels_per_unit(plane, image, tile=tile) == pytest.approx(expected)
-        assert material_textures.texture_style_scale(1.0, plane, image, tile=tile) == pytest.approx(expected / side)
+        assert texture_scale.texels_per_unit(plane, image, tile=tile) == pytest.approx(expected)
+        assert texture_scale.texture_style_scale(1.0, plane, image, tile=tile) == pytest.approx(expected / side)
 
 
 @pytest.mark.parametrize("float_buffer, tolerance", [(False, 0.5 / 255), (True, 1e-5)])
@@ -210,7 +210,7 @@ def test_texture_files_read_back_as_written(tmp_path, float_buffer, tolerance):
     pixels = rng.random((12, 20, 4)).astype(np.float32)
     pixels[..., 3] = np.linspace(0.2, 1.0, 20)
     path = str(tmp_path / ("t.exr" if float_buffer else "t.png"))
-    material_textures.write_texture_file(path, pixels, float_buffer)
+    texture_files.write_texture_file(path, pixels, float_buffer)
     image = bpy.data.images.load(path, check_existing=False)
     assert image.is_float == float_buffer
     assert np.abs(image_bridge.image_to_array(image) - pixels).max() < tolerance
@@ -228,13 +228,13 @@ def _udim(folder, name="tex", sizes={1001: (32, 32), 1002: (24, 16)}) -> bpy.typ
 
 def _tile_files(image) -> dict[int, str]:
     path = bpy.path.abspath(image.filepath)
-    return {t.number: material_textures.tile_path(path, t.number) for t in image.tiles}
+    return {t.number: texture_files.tile_path(path, t.number) for t in image.tiles}
 
 
 def test_udim_tiles_are_read_each_as_blender_reads_it(textured):
     _, folder = textured
     image = _udim(folder)
-    tiles = dict(material_textures.read_tiles(image, str(folder)))
+    tiles = dict(texture_files.read_tiles(image, str(folder)))
     assert sorted(tiles) == [1001, 1002]
     assert tiles[1001].shape == (32, 32, 4) and tiles[1002].shape == (24, 16, 4)  # rows x columns
     assert np.array_equal(tiles[1001], image_bridge.image_to_array(image))  # Blender's own first tile
@@ -249,7 +249,7 @@ def test_udim_texture_becomes_a_new_udim_with_every_tile_stylized(textured):
     original = node.image = _udim(folder)
     assert node.extension == "REPEAT" and not node.neural_style_seamless  # a UDIM's tiles are not tori
     before = {n: _digest(path) for n, path in _tile_files(original).items()}
-    sources = dict(material_textures.read_tiles(original, str(folder)))
+    sources = dict(texture_files.read_tiles(original, str(folder)))
     links_before = _links(material)
 
     made = material_textures.stylize_textures(obj=plane)
@@ -261,7 +261,7 @@ def test_udim_texture_becomes_a_new_udim_with_every_tile_stylized(textured):
                                                                     original.alpha_mode)
     assert "<UDIM>" in result.filepath and _links(material) == links_before
     files = _tile_files(result)
-    assert all(os.path.dirname(path) == str(folder / material_textures.RESULT_FOLDER) for path in files.values())
+    assert all(os.path.dirname(path) == str(folder / texture_files.RESULT_FOLDER) for path in files.values())
     for number, path in files.items():  # each tile file read on its own, not through read_tiles
         pixels = image_bridge.load_image_file(path)
         assert pixels.shape == sources[number].shape
@@ -280,13 +280,13 @@ def test_packed_udim_gives_a_packed_udim(textured):
     node = plane.active_material.node_tree.nodes["Albedo"]
     original = node.image = _udim(folder, "packed", {1001: (32, 32), 1003: (32, 32)})
     original.pack()
-    sources = dict(material_textures.read_tiles(original, str(folder)))
+    sources = dict(texture_files.read_tiles(original, str(folder)))
     made = material_textures.stylize_textures(obj=plane, nodes=["Albedo"])
     result = made[0]
     assert result.source == "TILED" and sorted(t.number for t in result.tiles) == [1001, 1003]
     assert sorted(item.tile_number for item in result.packed_files) == [1001, 1003]
-    assert not os.path.exists(folder / material_textures.RESULT_FOLDER)  # nothing beside the .blend
-    tiles = dict(material_textures.read_tiles(result, str(folder)))
+    assert not os.path.exists(folder / texture_files.RESULT_FOLDER)  # nothing beside the .blend
+    tiles = dict(texture_files.read_tiles(result, str(folder)))
     for number in (1001, 1003):
         assert not np.allclose(tiles[number], sources[number], atol=0.02), number
     assert not np.allclose(tiles[1001], tiles[1003], atol=0.02)
