@@ -200,8 +200,12 @@ def stylize_image(
     cluster: ClusterOptions | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
+    regions: list | None = None,
 ) -> np.ndarray:
     """One large image (8K) with the tiles of each tiled scale optimised on Ray nodes at once.
+
+    `regions` (engine/regions.py) travel too: each region's Grams once per pass, each tile's cut of the masks
+    with the tile.
 
     Scales small enough to optimise whole run here; a tiled scale (by free memory, or `options.tile_size`)
     sends each pass's tiles as Ray tasks.  The pass's style Grams go into Ray's object store once and every
@@ -213,7 +217,8 @@ def stylize_image(
 
     cluster = cluster or ClusterOptions()
     ray = connect(cluster.address)
-    return stylize(content, styles, options, progress, cancel, tile_runner=RayTiles(ray, options, cluster, cancel))
+    return stylize(content, styles, options, progress, cancel, tile_runner=RayTiles(ray, options, cluster, cancel),
+                   regions=regions)
 
 
 class RayTiles:
@@ -225,13 +230,18 @@ class RayTiles:
         self.cancel = cancel
         self.task = ray.remote(max_retries=cluster.retries, **_resources(cluster))(_tile_task)
 
-    def __call__(self, starts, contents, grams, iterations: int, reporter) -> list:
+    def __call__(self, starts, contents, grams, iterations: int, reporter, guides=None) -> list:
+        """`guides` (spatial control): each tile's region guides; their Grams are the same for every tile,
+        so they travel once, the tile's masks with the tile."""
         import torch
 
         ray = self.ray
         grams_ref = ray.put({name: g.detach().float().cpu().numpy() for name, g in grams.items()})
+        region_grams = ray.put([] if not guides else [_numpy(g.grams) for g in guides[0]])
+        masks = [None] * len(starts) if not guides else [
+            [(g.mask.detach().float().cpu().numpy(), g.weight) for g in tile] for tile in guides]
         refs = [self.task.remote(self.options, s.detach().float().cpu().numpy(), c.detach().float().cpu().numpy(),
-                                 grams_ref, iterations) for s, c in zip(starts, contents)]
+                                 grams_ref, iterations, region_grams, m) for s, c, m in zip(starts, contents, masks)]
         index = {ref: i for i, ref in enumerate(refs)}
         results: list = [None] * len(refs)
         pending = list(refs)
@@ -256,13 +266,20 @@ class RayTiles:
 _networks: dict[str, tuple] = {}
 
 
-def _tile_task(options: dict, start: np.ndarray, content: np.ndarray, grams: dict, iterations: int):
-    """Optimise one tile towards the shared Grams and its own content; returns (tile, last losses)."""
+def _numpy(grams: dict) -> dict:
+    return {name: g.detach().float().cpu().numpy() for name, g in grams.items()}
+
+
+def _tile_task(options: dict, start: np.ndarray, content: np.ndarray, grams: dict, iterations: int,
+               region_grams: list | None = None, masks: list | None = None):
+    """Optimise one tile towards the shared Grams (with regions: each region's Grams under the tile's cut of
+    its mask) and its own content; returns (tile, last losses)."""
     import torch
 
     from .model import prepare_network
     from .optimize import Targets, optimize_image
     from .progress import Reporter
+    from .regions import Guide
     from .targets import content_targets
     from .tensors import autocast_factory
 
@@ -273,8 +290,12 @@ def _tile_task(options: dict, start: np.ndarray, content: np.ndarray, grams: dic
     net, plan, device = _networks[key]
     autocast = autocast_factory(device, style_options.precision)
     content_t = torch.from_numpy(content).to(device)
+    guides = None
+    if masks is not None:
+        guides = [Guide({name: torch.from_numpy(g).to(device) for name, g in region.items()},
+                        torch.from_numpy(mask).to(device), weight) for region, (mask, weight) in zip(region_grams, masks)]
     targets = Targets(content_targets(net, content_t, plan.content, autocast),
-                      {name: torch.from_numpy(g).to(device) for name, g in grams.items()})
+                      {name: torch.from_numpy(g).to(device) for name, g in grams.items()}, guides)
     reporter = Reporter(iterations, None, None)
     out = optimize_image(net, torch.from_numpy(start).to(device), targets, style_options, plan.weights, iterations,
                          reporter, autocast)

@@ -131,9 +131,10 @@ def cored_grams(
 
 
 # Optimises the tiles of one pass elsewhere (engine/distributed.py: on Ray nodes): (start tiles, content tiles,
-# the scale's style Grams, iterations per tile, the run's Reporter) -> the optimised tiles, in order.
-TileRunner = Callable[[list[torch.Tensor], list[torch.Tensor], dict[str, torch.Tensor], int, Reporter],
-                      list[torch.Tensor]]
+# the scale's style Grams, iterations per tile, the run's Reporter, with regions each tile's guides or None)
+# -> the optimised tiles, in order.
+TileRunner = Callable[[list[torch.Tensor], list[torch.Tensor], dict[str, torch.Tensor], int, Reporter,
+                       list[list[Guide]] | None], list[torch.Tensor]]
 
 
 class Tiler:
@@ -287,11 +288,12 @@ class Tiler:
             boxes = grid(height, width, tile, overlap, p, self.passes)
             blended = torch.zeros_like(image)
             weights = torch.zeros((1, 1, height, width), device=image.device)
-            if self.tile_runner is not None and not self.extra_losses and guides is None:
+            if self.tile_runner is not None and not self.extra_losses:
                 # Every tile of a pass starts from the same image, so they can run anywhere at once.
                 reporter.at_tile(0, len(boxes), tile, p + 1, self.passes)
+                tile_guides = None if guides is None else [[g.crop(box.of) for g in guides] for box in boxes]
                 outs = self.tile_runner([box.of(image) for box in boxes], [box.of(content) for box in boxes], grams,
-                                        self.tile_iterations(), reporter)
+                                        self.tile_iterations(), reporter, tile_guides)
                 for box, out in zip(boxes, outs):
                     w = feather(box, height, width, overlap, image.device)
                     box.of(blended).add_(out.to(image.device) * w)

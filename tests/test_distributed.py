@@ -176,12 +176,16 @@ def test_blender_submits_the_shot_to_the_cluster(cluster, style, tmp_path):
     assert sorted(folder_record.load(str(out))) == [1, 2, 3]
 
 
-def test_one_large_image_has_its_tiles_optimised_across_the_cluster(cluster, tmp_path):
-    """`stylize --ray`: each pass's tiles run as Ray tasks; the picture equals the one-machine tiled run."""
+def gradient_content(tmp_path) -> np.ndarray:
     y, x = np.mgrid[0:96, 0:128] / 128.0
     content = np.stack([0.2 + 0.6 * x, 0.3 + 0.5 * y, 0.7 - 0.4 * x], axis=2).astype(np.float32)
     write_image(tmp_path / "content.png", content)
-    common = [str(tmp_path / "content.png"), str(STYLE), "--tile-size", "64", "--scales", "1", "-n", "4",
+    return content
+
+
+def here_and_on_the_cluster(cluster, tmp_path, flags: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """`stylize` of tmp_path/content.png in 64 px tiles on this machine and with `--ray`; both results."""
+    common = [str(tmp_path / "content.png"), str(STYLE), *flags, "--tile-size", "64", "--scales", "1",
               "--style-weight", "100", "--seed", "1", "--quiet"]  # the packaged VGG-16: a visible change
     env = {**cluster["env"], "NEURAL_STYLE_TARGETS": "torch"}  # the nodes compute content targets with torch too
     here = subprocess.run([CLI, "stylize", *common, "-o", str(tmp_path / "here.png")], env=env,
@@ -193,7 +197,25 @@ def test_one_large_image_has_its_tiles_optimised_across_the_cluster(cluster, tmp
     a, b = read_image(tmp_path / "here.png"), read_image(tmp_path / "ray.png")
     assert a.shape == b.shape == (96, 128, 3)
     assert np.abs(a - b).max() <= 2 / 255  # the same tiles, blended the same way (float rounding across processes)
-    assert np.abs(a - content).mean() > 0.005  # and it did stylize (0.009 measured; 2 random-weight steps: 0.001)
+    return a, b
+
+
+def test_one_large_image_has_its_tiles_optimised_across_the_cluster(cluster, tmp_path):
+    """`stylize --ray`: each pass's tiles run as Ray tasks; the picture equals the one-machine tiled run."""
+    content = gradient_content(tmp_path)
+    _, spread = here_and_on_the_cluster(cluster, tmp_path, ["-n", "4"])
+    assert np.abs(spread - content).mean() > 0.005  # and it did stylize (0.009 measured; 2 random-weight steps: 0.001)
+
+
+def test_regions_of_a_large_image_travel_with_its_tiles(cluster, tmp_path):
+    """`stylize --mask ... --ray`: each tile carries its cut of the masks; the picture equals the one-machine run."""
+    content = gradient_content(tmp_path)
+    left = np.zeros((96, 128, 3), np.float32)
+    left[:, :64] = 1
+    write_image(tmp_path / "left.png", left)
+    _, spread = here_and_on_the_cluster(cluster, tmp_path, ["--mask", str(tmp_path / "left.png"), "-n", "3"])
+    np.testing.assert_allclose(spread[:, 72:], content[:, 72:], atol=1 / 255 + 1e-6)  # the unmasked half is kept
+    assert np.abs(spread[:, :56] - content[:, :56]).mean() > 0.003  # the masked half is stylized (0.0049)
 
 
 def test_a_node_dies_mid_shot_and_the_shot_completes(cluster, shot, tmp_path):

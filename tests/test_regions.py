@@ -252,3 +252,34 @@ def test_worker_depth_scale_reads_the_depth_pass(crypto_render, style_small, tmp
         depth_regions(None, 1, options, crypto_render, 0.5)
     with pytest.raises(EngineError, match="needs the render's multilayer EXR"):
         depth_regions(None, 1, options, None, 0.5)
+
+
+def test_tiles_run_elsewhere_carry_their_regions(content_small, style_small, monkeypatch):
+    """The Ray tile runner's task (engine.distributed._tile_task), run in this process: a tiled run with regions
+    gives what the local tiled run gives."""
+    from engine import distributed
+
+    monkeypatch.setenv("NEURAL_STYLE_TARGETS", "torch")  # the task computes content targets with torch
+    content = np.concatenate([content_small, content_small], axis=1)
+    h, w = content.shape[:2]
+    left, right = halves(h, w)
+    options = QUICK.replace(iterations=4, tile_size=64, tile_overlap=16, scales=1, tile_passes=1)
+    regions = [Region(left, (0,)), Region(right, (1,))]
+    styles = [style_small, stripes()]
+
+    def runner(starts, contents, grams, iterations, reporter, guides=None):
+        assert guides is not None and len(guides) == len(starts)
+        region_grams = [distributed._numpy(g.grams) for g in guides[0]]
+        outs = []
+        for start, tile, tile_guides in zip(starts, contents, guides):
+            masks = [(g.mask.numpy(), g.weight) for g in tile_guides]
+            out, _ = distributed._tile_task(options.to_dict(), start.numpy(), tile.numpy(),
+                                            distributed._numpy(grams), iterations, region_grams, masks)
+            outs.append(torch.from_numpy(out))
+        return outs
+
+    from engine.pipeline import stylize as pipeline_stylize
+
+    here = pipeline_stylize(content, styles, options, regions=regions)
+    elsewhere = pipeline_stylize(content, styles, options, regions=regions, tile_runner=runner)
+    np.testing.assert_allclose(elsewhere, here, atol=1e-4)

@@ -57,8 +57,6 @@ def run(args: argparse.Namespace) -> int:
     check_output(output, protect=inputs)
     if args.mask and len(args.mask) != len(style_paths):
         raise EngineError(f"give one --mask per style image: {len(style_paths)} style(s), {len(args.mask)} mask(s)")
-    if args.mask and args.ray is not None:
-        raise EngineError("--mask does not work with --ray yet; leave one of them out")
     if args.content is None and not args.style:  # the demo
         args.size = DEMO_SIZE if args.size is None else args.size
         args.iterations = DEMO_ITERATIONS if args.iterations is None else args.iterations
@@ -87,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         if args.ray is not None:
             from ..distributed import ClusterOptions, stylize_image
 
-            result = stylize_image(content, styles, options, ClusterOptions(args.ray), progress=report)
+            result = stylize_image(content, styles, options, ClusterOptions(args.ray), progress=report, regions=regions)
         else:
             result = stylize(content, styles, options, progress=report, regions=regions)
     elapsed = time.perf_counter() - start
