@@ -236,7 +236,7 @@ class RayTiles:
         import torch
 
         ray = self.ray
-        grams_ref = ray.put({name: g.detach().float().cpu().numpy() for name, g in grams.items()})
+        grams_ref = ray.put(_numpy(grams))
         region_grams = ray.put([] if not guides else [_numpy(g.grams) for g in guides[0]])
         masks = [None] * len(starts) if not guides else [
             [(g.mask.detach().float().cpu().numpy(), g.weight) for g in tile] for tile in guides]

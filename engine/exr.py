@@ -83,34 +83,46 @@ def read_render(path: str | Path) -> Render:
 CRYPTOMATTE = {"object": "CryptoObject", "material": "CryptoMaterial", "asset": "CryptoAsset"}
 
 
-def cryptomatte(path: str | Path, kind: str, names: list[str]) -> np.ndarray:
-    """Coverage (HxW in [0, 1]) of the objects/materials/assets `names` in a render's Cryptomatte pass.
+class Cryptomattes:
+    """A render's Cryptomatte passes and manifests, read once; `coverage` for as many regions as needed."""
 
-    A name the render does not list covers nothing (an object out of this frame's view layer); a render
-    without the pass is an EngineError.
-    """
-    path = Path(path)
-    if kind not in CRYPTOMATTE:
-        raise EngineError(f"Cryptomatte kind must be one of {', '.join(CRYPTOMATTE)}, got {kind!r}")
-    channels = _channels(path)
-    suffix = f".{CRYPTOMATTE[kind]}"
-    layers = sorted({n.rsplit(".", 1)[0][:-2] for n in channels if n.rsplit(".", 1)[0][:-2].endswith(suffix)})
-    if not layers:
-        raise EngineError(f"{path} has no {CRYPTOMATTE[kind]} pass; render with Cryptomatte {kind.title()} on")
-    layer = layers[0]
-    manifest = _manifests(path).get(layer)
-    if manifest is None:
-        raise EngineError(f"{path} has a {CRYPTOMATTE[kind]} pass but no Cryptomatte manifest in its header")
-    wanted = np.array([int(manifest[n], 16) for n in names if n in manifest], np.uint32).view(np.float32)
-    coverage = None
-    for index in range(100):
-        rank = [channels.get(f"{layer}{index:02d}.{c}") for c in "rgba"]
-        if rank[0] is None:
-            break
-        for ids, cover in ((rank[0], rank[1]), (rank[2], rank[3])):
-            part = np.where(np.isin(ids, wanted), cover, 0)
-            coverage = part if coverage is None else coverage + part
-    return np.clip(coverage, 0, 1).astype(np.float32)
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.channels = _channels(self.path)
+        self.manifests = _manifests(self.path)
+
+    def coverage(self, kind: str, names: list[str]) -> np.ndarray:
+        """Coverage (HxW in [0, 1]) of the objects/materials/assets `names` in the `kind` pass.
+
+        A name the render does not list covers nothing (an object out of this frame's view layer); a render
+        without the pass is an EngineError.
+        """
+        if kind not in CRYPTOMATTE:
+            raise EngineError(f"Cryptomatte kind must be one of {', '.join(CRYPTOMATTE)}, got {kind!r}")
+        suffix = f".{CRYPTOMATTE[kind]}"
+        layers = sorted({n.rsplit(".", 1)[0][:-2] for n in self.channels
+                         if n.rsplit(".", 1)[0][:-2].endswith(suffix)})
+        if not layers:
+            raise EngineError(f"{self.path} has no {CRYPTOMATTE[kind]} pass; render with Cryptomatte {kind.title()} on")
+        layer = layers[0]
+        manifest = self.manifests.get(layer)
+        if manifest is None:
+            raise EngineError(f"{self.path} has a {CRYPTOMATTE[kind]} pass but no Cryptomatte manifest in its header")
+        wanted = np.array([int(manifest[n], 16) for n in names if n in manifest], np.uint32).view(np.float32)
+        coverage = None
+        for index in range(100):
+            rank = [self.channels.get(f"{layer}{index:02d}.{c}") for c in "rgba"]
+            if rank[0] is None:
+                break
+            for ids, cover in ((rank[0], rank[1]), (rank[2], rank[3])):
+                part = np.where(np.isin(ids, wanted), cover, 0)
+                coverage = part if coverage is None else coverage + part
+        return np.clip(coverage, 0, 1).astype(np.float32)
+
+
+def cryptomatte(path: str | Path, kind: str, names: list[str]) -> np.ndarray:
+    """`Cryptomattes(path).coverage(kind, names)`, for one mask from one file."""
+    return Cryptomattes(path).coverage(kind, names)
 
 
 def _manifests(path: Path) -> dict[str, dict[str, str]]:

@@ -47,6 +47,11 @@ class Region:
         return not self.styles
 
 
+def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """An HxW mask resized like an image (engine.images.resize, values kept in [0, 1])."""
+    return resize(mask[..., None], height, width)[..., 0]
+
+
 def check_regions(regions: list[Region], style_count: int, height: int, width: int) -> list[Region]:
     """The regions with masks at height x width, in [0, 1] and summing to at most 1; EngineError when unusable."""
     if not regions:
@@ -77,7 +82,7 @@ def check_regions(regions: list[Region], style_count: int, height: int, width: i
             raise EngineError(f"the style scale of {what} must be between 0.05 and 4, got {region.style_scale}")
         if not (np.isfinite(region.weight) and region.weight >= 0):
             raise EngineError(f"the weight of {what} must be a finite number, at least 0")
-        mask = resize(np.clip(mask.astype(np.float32), 0, 1)[..., None], height, width)[..., 0]
+        mask = resize_mask(np.clip(mask.astype(np.float32), 0, 1), height, width)
         checked.append(Region(mask, tuple(region.styles), region.blend, region.style_scale, float(region.weight)))
     total = sum(r.mask for r in checked)
     share = np.where(total > 1 + OVERLAP_SLACK, total, 1.0).astype(np.float32)
@@ -89,7 +94,7 @@ def keep_mask(regions: list[Region], height: int, width: int) -> np.ndarray | No
     kept = [r.mask for r in regions if r.keep]
     if not kept:
         return None
-    return resize(np.clip(sum(kept), 0, 1)[..., None], height, width)[..., 0]
+    return resize_mask(np.clip(sum(kept), 0, 1), height, width)
 
 
 def keep_content(result: np.ndarray, content: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
@@ -131,7 +136,7 @@ def finer_with_distance(regions: list[Region] | None, style_count: int, depth: n
         if region.keep:
             split.append(region)
             continue
-        mask = resize(np.asarray(region.mask, np.float32)[..., None], *depth.shape)[..., 0]
+        mask = resize_mask(np.asarray(region.mask, np.float32), *depth.shape)
         scale = region.style_scale or base_scale
         for band, place in depth_bands(depth, bands):
             split.append(Region(mask * band, region.styles, region.blend,
@@ -164,7 +169,7 @@ class Guide:
 
 
 def mask_tensor(mask: np.ndarray, height: int, width: int, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(resize(mask[..., None], height, width)[..., 0]))[None, None].to(device)
+    return torch.from_numpy(np.ascontiguousarray(resize_mask(mask, height, width)))[None, None].to(device)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -180,6 +185,7 @@ def resolve(specs: list[dict], height: int, width: int, mattes: str | Path | Non
     if not isinstance(specs, list) or not specs:
         raise EngineError("regions must be a non-empty list")
     masks: list[np.ndarray | None] = []
+    passes = []  # the `mattes` render's Cryptomattes, read once for every region that needs them
     for number, spec in enumerate(specs, 1):
         if not isinstance(spec, dict):
             raise EngineError(f"region {number} must be an object with a mask and its styles")
@@ -188,7 +194,7 @@ def resolve(specs: list[dict], height: int, width: int, mattes: str | Path | Non
             raise EngineError(f"region {number} has unknown field(s): {', '.join(unknown)}")
         if "mask" not in spec:
             raise EngineError(f"region {number} needs a mask")
-        masks.append(_mask_of(spec["mask"], number, height, width, mattes))
+        masks.append(_mask_of(spec["mask"], number, height, width, mattes, passes))
     rests = [i for i, m in enumerate(masks) if m is None]
     if len(rests) > 1:
         raise EngineError("only one region can be the rest")
@@ -210,19 +216,21 @@ def resolve(specs: list[dict], height: int, width: int, mattes: str | Path | Non
     return regions
 
 
-def _mask_of(spec, number: int, height: int, width: int, mattes) -> np.ndarray | None:
+def _mask_of(spec, number: int, height: int, width: int, mattes, passes: list) -> np.ndarray | None:
     if spec == REST:
         return None
     if isinstance(spec, dict) and len(spec) == 1:
         (kind, value), = spec.items()
         if kind == "file" and isinstance(value, str):
-            return resize(read_mask(value)[..., None], height, width)[..., 0]
+            return resize_mask(read_mask(value), height, width)
         if kind in ("object", "material") and isinstance(value, list) and all(isinstance(v, str) for v in value):
             if mattes is None:
                 raise EngineError(f"region {number} takes its mask from Cryptomatte; give the render's EXR (mattes)")
-            from .exr import cryptomatte
+            if not passes:
+                from .exr import Cryptomattes
 
-            return resize(cryptomatte(mattes, kind, value)[..., None], height, width)[..., 0]
+                passes.append(Cryptomattes(mattes))
+            return resize_mask(passes[0].coverage(kind, value), height, width)
     raise EngineError(
         f"the mask of region {number} must be \"rest\", {{\"file\": path}}, {{\"object\": [names]}} or "
         f"{{\"material\": [names]}}, got {spec!r}"[:300]

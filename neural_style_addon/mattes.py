@@ -4,7 +4,7 @@ A style slot may be limited to an object, a collection or a material.  Its
 mask is that object's (or material's) anti-aliased coverage in the render's
 Cryptomatte pass, so soft edges come from the renderer and the masks follow
 the animation for free.  The passes are turned on for the run
-(`enable_cryptomatte`) and restored afterwards, like the Vector pass in
+(`enable_passes`) and restored afterwards, like the Vector pass in
 `motion`; each render is saved as a multilayer EXR (`motion.save_motion_exr`)
 whose path goes to the worker as `mattes`, with the regions as `region_specs`
 builds them (docs/worker-protocol.md, "Regions").  The engine reads the
@@ -117,9 +117,9 @@ def check_limits(job: Job, animation: bool) -> None:
         raise StyleError(f"{what} {do} not run on a Ray cluster yet; clear the Ray address in the preferences")
 
 
-def enable_cryptomatte(scene: bpy.types.Scene, wanted: set[str], depth: bool = False) -> dict:
+def enable_passes(scene: bpy.types.Scene, wanted: set[str], depth: bool = False) -> dict:
     """Turn on the Cryptomatte passes `wanted` ("object", "material"), and the Depth pass with `depth`, in
-    every view layer; returns what `restore_cryptomatte` puts back."""
+    every view layer; returns what `restore_passes` puts back."""
     saved = {}
     for layer in scene.view_layers:
         saved[layer.name] = (layer.use_pass_cryptomatte_object, layer.use_pass_cryptomatte_material,
@@ -135,7 +135,7 @@ def enable_cryptomatte(scene: bpy.types.Scene, wanted: set[str], depth: bool = F
     return saved
 
 
-def restore_cryptomatte(scene: bpy.types.Scene, saved: dict) -> None:
+def restore_passes(scene: bpy.types.Scene, saved: dict) -> None:
     for layer in scene.view_layers:
         if layer.name in saved:
             (layer.use_pass_cryptomatte_object, layer.use_pass_cryptomatte_material,

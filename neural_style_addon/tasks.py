@@ -88,13 +88,13 @@ def render_mattes(scene: bpy.types.Scene, wanted: set[str], workdir: str, depth:
     """Render the current frame again with the Cryptomatte passes `wanted` (and the Depth pass with `depth`)
     on, restored afterwards, and save every pass as a multilayer EXR; returns its path.  The Render Result
     then holds this render."""
-    saved = mattes.enable_cryptomatte(scene, wanted, depth)
+    saved = mattes.enable_passes(scene, wanted, depth)
     try:
         with animation.scene_only(scene):
             bpy.ops.render.render(scene=scene.name)
         return motion.save_motion_exr(scene, os.path.join(workdir, "mattes.exr"))
     finally:
-        mattes.restore_cryptomatte(scene, saved)
+        mattes.restore_passes(scene, saved)
 
 
 def read_source(job: Job, workdir: str) -> tuple[str, np.ndarray]:
@@ -296,7 +296,7 @@ def stylize_animation_steps(task: Task, job: Job):
     with_vectors = bool(job.temporal and job.temporal.get("enabled", True)) and not from_folder
     saved = motion.enable_motion_passes(scene) if with_vectors and todo else None
     regions, passes = mattes.region_specs(job.styles), mattes.needs_passes(job)
-    crypto = mattes.enable_cryptomatte(scene, mattes.kinds(job.styles), job.depth_scale < 1) if passes and todo else None
+    mattes_saved = mattes.enable_passes(scene, mattes.kinds(job.styles), job.depth_scale < 1) if passes and todo else None
     try:
         with tempfile.TemporaryDirectory(prefix="neural-style-") as workdir:
             passes_dir = None  # where each render's passes are saved (vectors, depth, Cryptomatte)
@@ -340,8 +340,8 @@ def stylize_animation_steps(task: Task, job: Job):
                 folder_record.save(job.out_dir, made)
                 kept = {frame: frame_input.content}
     finally:  # in the reverse order of turning them on: both may have turned on the Depth pass
-        if crypto is not None:
-            mattes.restore_cryptomatte(scene, crypto)
+        if mattes_saved is not None:
+            mattes.restore_passes(scene, mattes_saved)
         if saved is not None:
             motion.restore_settings(scene, saved)
         if scene.frame_current != playhead:

@@ -77,9 +77,9 @@ def test_animation_masks_follow_each_frame(style, tmp_path, temporal):
     assert not (layer.use_pass_cryptomatte_object or layer.use_pass_vector)  # passes restored
     for frame, path in zip((1, 2), paths):
         scene.frame_set(frame)
-        saved = mattes.enable_cryptomatte(scene, {"object"})
+        saved = mattes.enable_passes(scene, {"object"})
         bpy.ops.render.render()
-        mattes.restore_cryptomatte(scene, saved)
+        mattes.restore_passes(scene, saved)
         rendered = image_bridge.read_render_result(scene, str(tmp_path))
         coverage = cube_coverage(scene, tmp_path)
         out = image_bridge.load_image_file(path)
