@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from . import os_rules
 from .errors import EngineError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr", ".bmp", ".webp"})
@@ -24,14 +25,19 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr", ".
 def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     """A hidden temporary path beside `path` (same suffix, so encoders pick the format) that
     replaces `path` only if the block succeeds; on any failure it is removed.  The file gets the
-    permissions a plain `open` would give it (the umask applies), not `mkstemp`'s 0600."""
+    permissions a plain `open` would give it (the umask applies), not `mkstemp`'s 0600.  A name
+    Windows cannot hold is refused on every system (`os_rules.name_problem`), and on Windows a
+    target another program has open is waited for (`os_rules.replace_file`)."""
     path = Path(path)
+    problem = os_rules.name_problem(path.name)
+    if problem:
+        raise EngineError(f"cannot write {path}: {problem}")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
     os.close(fd)
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        os_rules.replace_file(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

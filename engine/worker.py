@@ -36,7 +36,7 @@ from typing import IO, Any, Callable
 
 import numpy as np
 
-from . import Cancelled, EngineError, stylize
+from . import Cancelled, EngineError, os_rules, stylize
 from .files import atomic_write
 from .images import check_size
 from .options import DEVICES, MAX_SIDE, JsonOptions, StyleOptions
@@ -63,7 +63,8 @@ class Channel:
 def claim_stdout() -> IO[str]:
     """Return a private stream on the original stdout and send fd 1 to stderr."""
     sys.stdout.flush()
-    protocol = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
+    # "\n" alone on every system: a Windows text stream would otherwise end each line with "\r\n".
+    protocol = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1, newline=os_rules.NEWLINE)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     return protocol
@@ -184,6 +185,9 @@ def output_file(value, name: str) -> OutputPath:
         raise EngineError(f"{name} is a folder, not a file: {path}")
     if not path.endswith(".npy"):
         raise EngineError(f"{name} must be a .npy path, got {_shown(path)}")
+    problem = os_rules.name_problem(os.path.basename(path))
+    if problem:
+        raise EngineError(f"{name}: {problem}")
     writable_folder(os.path.dirname(os.path.abspath(path)), f"{name} folder")
     return OutputPath(path)
 
@@ -628,7 +632,8 @@ def main() -> int:
     channel = Channel(claim_stdout())
     commands = Commands(sys.stdin.buffer, channel)
     commands.start()
-    channel.emit("ready", protocol=PROTOCOL_VERSION, pid=os.getpid())
+    start_method = os_rules.use_spawn()  # any process the engine starts is a fresh interpreter, as on Windows
+    channel.emit("ready", protocol=PROTOCOL_VERSION, pid=os.getpid(), start_method=start_method)
     while (item := commands.jobs.get()) is not None:
         run_job(*item, commands)
     return 0

@@ -22,7 +22,7 @@ from typing import Callable
 
 import bpy
 
-from . import image_bridge, motion
+from . import image_bridge, motion, os_rules
 from .errors import StyleError
 
 # The image files of a frames folder, in one order everywhere: the same suffixes and natural name order
@@ -170,7 +170,7 @@ def load_result(scene: bpy.types.Scene, out_dir: str, frames: list[int], add_str
 
 
 def _same_file(a: str, b: str) -> bool:
-    return os.path.normpath(bpy.path.abspath(a)) == os.path.normpath(bpy.path.abspath(b))
+    return os_rules.same_path(bpy.path.abspath(a), bpy.path.abspath(b))
 
 
 def sequence_image(scene: bpy.types.Scene, first: str) -> bpy.types.Image:

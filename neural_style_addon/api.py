@@ -20,7 +20,7 @@ from typing import Iterable, Union
 
 import bpy
 
-from . import image_bridge, materials, mattes, preferences, tasks
+from . import image_bridge, materials, mattes, os_rules, preferences, tasks
 from .errors import StyleError
 from .job import Job, Style
 from .runner import Task
@@ -133,7 +133,7 @@ def check_job(job: Job, animation: bool = False, scene=None) -> None:
         path = os.path.normpath(bpy.path.abspath(job.filepath))
         if not os.path.isabs(path):
             raise StyleError("save the .blend file first, or choose an absolute output file path")
-        if job.image is not None and job.image.filepath and path == os.path.normpath(bpy.path.abspath(job.image.filepath)):
+        if job.image is not None and job.image.filepath and os_rules.same_path(path, bpy.path.abspath(job.image.filepath)):
             raise StyleError("the output file is the source image's file; choose another so the source is kept")
         if os.path.isdir(path):
             raise StyleError(f"the output file {path} is a folder; choose a file name")

@@ -14,6 +14,8 @@ import hashlib
 import json
 import os
 
+from . import os_rules
+
 RECORD_NAME = ".neural_style.json"
 VERSION = 1
 
@@ -50,4 +52,4 @@ def save(folder: str, frames: dict[int, str]) -> None:
     partial = record_path(folder) + ".partial"
     with open(partial, "w", encoding="utf-8") as fh:
         json.dump({"version": VERSION, "frames": {str(frame): frames[frame] for frame in sorted(frames)}}, fh, indent=1)
-    os.replace(partial, record_path(folder))
+    os_rules.replace_file(partial, record_path(folder))

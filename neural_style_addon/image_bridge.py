@@ -15,6 +15,7 @@ import os
 import bpy
 import numpy as np
 
+from . import os_rules
 from .errors import StyleError
 
 RENDER_RESULT = "Render Result"
@@ -145,7 +146,7 @@ def save_png(array: np.ndarray, path: str) -> None:
         image.filepath_raw = partial
         image.file_format = "PNG"
         image.save()
-        os.replace(partial, path)
+        os_rules.replace_file(partial, path)
     finally:
         bpy.data.images.remove(image)
         if os.path.exists(partial):

@@ -13,7 +13,7 @@ import time
 import bpy
 from bpy.props import BoolProperty, CollectionProperty, StringProperty  # Add Style's file browser
 
-from . import api, preferences, tasks
+from . import api, os_rules, preferences, tasks
 from .errors import StyleError
 from .runner import Task
 
@@ -218,7 +218,8 @@ class IMAGE_OT_neural_style_style_add(bpy.types.Operator):
         paths = [os.path.join(self.directory, name) for name in names] if names and self.directory else [self.filepath]
         for path in paths:
             item = settings.styles.add()
-            item.filepath = bpy.path.relpath(path) if path and self.relative_path and bpy.data.filepath else path
+            relative = path and self.relative_path and bpy.data.filepath
+            item.filepath = os_rules.blend_relative(path, os.path.dirname(bpy.data.filepath)) if relative else path
         settings.active_style = len(settings.styles) - 1
         return {"FINISHED"}
 

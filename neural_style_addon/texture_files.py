@@ -17,7 +17,7 @@ import os
 import bpy
 import numpy as np
 
-from . import image_bridge
+from . import image_bridge, os_rules
 from .errors import StyleError
 
 RESULT_FOLDER = "stylized_textures"
@@ -179,7 +179,7 @@ def result_image(original: bpy.types.Image, tiles: list[tuple[int | None, np.nda
             image.colorspace_settings.name = original.colorspace_settings.name
             image.alpha_mode = original.alpha_mode
         if on_disk:
-            image.filepath = bpy.path.relpath(image.filepath)
+            image.filepath = os_rules.blend_relative(image.filepath, os.path.dirname(bpy.data.filepath))
         else:
             image.pack()
             written = []

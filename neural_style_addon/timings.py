@@ -14,7 +14,7 @@ import json
 import math
 import os
 
-from . import preferences
+from . import os_rules, preferences
 
 FILE = "timings.json"
 # Measurements kept per device and model (the most recent sizes).
@@ -59,7 +59,7 @@ def record(options: dict, done: dict, folder: str | None = None) -> None:
     try:
         with open(path + ".partial", "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=1)
-        os.replace(path + ".partial", path)
+        os_rules.replace_file(path + ".partial", path)
     except OSError:
         pass  # an estimate is a nicety: a read-only user folder must not fail the run
 

@@ -20,6 +20,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 
+from . import os_rules
 from .errors import StyleError
 
 STDERR_LINES_KEPT = 40
@@ -43,7 +44,7 @@ class WorkerConfig:
         env = dict(os.environ)
         existing = env.get("PYTHONPATH")
         env["PYTHONPATH"] = os.pathsep.join([*self.paths, *([existing] if existing else [])])
-        env["PYTHONUNBUFFERED"] = "1"
+        env = os_rules.child_env(env)  # UTF-8 and unbuffered, whatever the system's code page
         # The engine downloads weights only when this is unset (Blender's "Allow Online Access").
         if self.offline:
             env["NEURAL_STYLE_OFFLINE"] = "1"
@@ -59,20 +60,21 @@ def imports_torch(python: str, paths: tuple[str, ...] = ()) -> bool:
     """Whether `python` can import torch with `paths` on its path (cached: it takes seconds)."""
     env = WorkerConfig(python, paths).env()
     try:
-        done = subprocess.run([python, "-c", "import torch"], env=env, capture_output=True, timeout=120)
+        done = subprocess.run([python, "-c", "import torch"], env=env, capture_output=True, timeout=120,
+                              **os_rules.popen_options())
     except (OSError, subprocess.TimeoutExpired):
         return False
     return done.returncode == 0
 
 
-def choose_python(configured: str, paths: tuple[str, ...]) -> str:
-    """The interpreter for the worker: the configured one, else Blender's own if it has torch."""
+def choose_python(configured: str, paths: tuple[str, ...], own: str = sys.executable) -> str:
+    """The interpreter for the worker: the configured one, else Blender's own (`own`) if it has torch."""
     if configured:
         if not os.path.isfile(configured):
             raise WorkerError(f"the worker Python set in the add-on preferences does not exist: {configured}")
         return configured
-    if imports_torch(sys.executable, paths):
-        return sys.executable
+    if imports_torch(own, paths):
+        return own
     raise WorkerError(
         "PyTorch is not available to Blender's Python: use 'Install Dependencies' in the add-on "
         "preferences, or set a Python interpreter that has torch installed"
@@ -91,7 +93,8 @@ class WorkerClient:
                 [config.python, "-m", "engine.worker"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 # A neutral working directory: `engine` must come from `paths`, never from wherever Blender was started.
-                env=config.env(), bufsize=0, cwd=tempfile.gettempdir(),
+                # A new interpreter (never a fork of Blender), without a console window on Windows.
+                env=config.env(), bufsize=0, cwd=tempfile.gettempdir(), **os_rules.popen_options(),
             )
         except OSError as exc:
             raise WorkerError(f"could not start the style engine with {config.python}: {exc}") from None
@@ -106,7 +109,7 @@ class WorkerClient:
     def _read_stdout(self) -> None:
         for raw in self.process.stdout:
             try:
-                self.events.put(json.loads(raw))
+                self.events.put(json.loads(os_rules.read_protocol_line(raw)))
             except ValueError:
                 self.stderr_tail.append(raw.decode("utf-8", "replace").rstrip())
         code = self.process.wait()
@@ -121,7 +124,7 @@ class WorkerClient:
 
     def send(self, message: dict) -> None:
         try:
-            self.process.stdin.write((json.dumps(message) + "\n").encode("utf-8"))
+            self.process.stdin.write(os_rules.protocol_line(message))
             self.process.stdin.flush()
         except (BrokenPipeError, OSError, ValueError):
             raise WorkerError(self.exit_message()) from None
