@@ -27,13 +27,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .cluster_check import check, use_token
 from .errors import Cancelled, EngineError
 from .files import atomic_write
 from .fingerprints import array_digest, data_digest
@@ -44,10 +44,8 @@ RECORD = ".neural-style-sequence.json"
 CHUNKS = ".chunks"
 # Seconds between looks at the chunk folders for newly finished frames (per-frame progress).
 POLL = 0.5
-# Seconds to wait for a head node's port to answer before saying it cannot be reached.
-CONNECT_TIMEOUT = 10
-# The address this process's Ray connection was made for (a worker may serve several clusters in turn).
-_connected: str | None = None
+# The (address, token file) this process's Ray connection was made for (a worker may serve several in turn).
+_connected: tuple | None = None
 
 
 @dataclass(frozen=True)
@@ -58,7 +56,8 @@ class ClusterOptions(JsonOptions):
     cluster this machine belongs to, "host:port" joins that head node.
     `chunk`/`overlap`: frames per task and frames cross-faded between chunks
     (temporal coherence only).  `retries`: how often a task is rerun after the
-    node running it died.  `gpus`: GPUs each task asks Ray for (0 = CPU tasks).
+    node running it died.  `gpus`: GPUs each task asks Ray for (0 = CPU tasks).  `token_file`: the
+    cluster's authentication token (None: where Ray looks, engine/cluster_check.py).
     """
 
     _label = "cluster option"
@@ -68,6 +67,7 @@ class ClusterOptions(JsonOptions):
     overlap: int = 2
     retries: int = 3
     gpus: float = 0.0
+    token_file: str | None = None
 
     def __post_init__(self) -> None:
         if self.chunk < 1:
@@ -148,10 +148,12 @@ def stylize_sequence(
     if vectors is not None and len(vectors) != len(frames):
         raise EngineError(f"{len(vectors)} motion-vector files for {len(frames)} frames; give one per frame")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     outputs = [out_dir / f"{Path(p).stem}{suffix}" for p in frames]
     if any(o.resolve() == Path(p).resolve() for o, p in zip(outputs, frames)):
         raise EngineError(f"the output folder {out_dir} would overwrite the frames themselves; choose another folder")
+    started = time.perf_counter()
+    ray = connect(cluster.address, cluster.token_file)  # a wrong address or token changes nothing on disk
+    out_dir.mkdir(parents=True, exist_ok=True)
     record = {
         "styles": [array_digest(s) for s in styles],
         "options": options.to_dict(),
@@ -172,8 +174,6 @@ def stylize_sequence(
     skipped = [p for p in outputs if p.is_file()]
     chunk, overlap = (cluster.chunk, cluster.overlap) if temporal.enabled else (1, 0)
     chunks = [c for c in plan_chunks(len(frames), chunk, overlap) if not all(outputs[i].is_file() for i in range(c.start, c.stop))]
-    started = time.perf_counter()
-    ray = connect(cluster.address)
     nodes = len([n for n in ray.nodes() if n.get("Alive")])
     failed: dict[str, str] = {}
     if chunks:
@@ -216,7 +216,7 @@ def stylize_image(
     from .pipeline import stylize
 
     cluster = cluster or ClusterOptions()
-    ray = connect(cluster.address)
+    ray = connect(cluster.address, cluster.token_file)
     return stylize(content, styles, options, progress, cancel, tile_runner=RayTiles(ray, options, cluster, cancel),
                    regions=regions)
 
@@ -302,51 +302,45 @@ def _tile_task(options: dict, start: np.ndarray, content: np.ndarray, grams: dic
     return out.float().cpu().numpy(), reporter.last_losses
 
 
-def connect(address: str | None):
-    """The `ray` module, connected to `address` (see `ClusterOptions`); an EngineError if Ray is missing."""
+def connect(address: str | None, token_file: str | None = None):
+    """The `ray` module, connected to `address` (see `ClusterOptions`) with the token in `token_file` (None:
+    wherever Ray looks); an EngineError with one sentence when Ray is missing or the address is wrong
+    (engine/cluster_check.py looks before Ray does)."""
     remote = address not in (None, "", "local")
-    if remote and "RAY_AUTH_MODE" not in os.environ and _token_known():
-        # A cluster started with token authentication wants the token from every client; Ray reads this
-        # setting when it is imported, so it is set first.
-        os.environ["RAY_AUTH_MODE"] = "token"
+    use_token(token_file)  # Ray reads its token settings when it connects
     try:
         import ray
     except ImportError:
         raise EngineError("distributed runs need Ray: pip install 'neural-style-engine[cluster]'") from None
     global _connected
-    if ray.is_initialized() and _connected != address:
-        ray.shutdown()  # this process served another cluster before
+    key = (address, os.environ.get("RAY_AUTH_TOKEN_PATH"))
+    if ray.is_initialized() and _connected != key:
+        ray.shutdown()  # this process served another cluster (or token) before
+        _forget_token()
     if not ray.is_initialized():
-        _connected = address
         if remote and address != "auto":
-            _check_reachable(address)
+            check(address)
         kwargs = {"include_dashboard": False, "log_to_driver": False, "logging_level": "warning"}
         try:
             if remote:
                 ray.init(address=address, **kwargs)
             else:
                 ray.init(**kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise EngineError(f"cannot reach the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
+        except Exception as exc:  # noqa: BLE001 - Ray raises many types here (ConnectionError, AuthenticationError...)
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise EngineError(f"cannot reach the Ray cluster at {address or 'this machine'}: {reason}") from None
+        _connected = key
     return ray
 
 
-def _check_reachable(address: str) -> None:
-    """Fail in seconds, not after Ray's minutes of retries, when nothing listens at host:port."""
-    host, _, port = address.rpartition(":")
+def _forget_token() -> None:
+    """Ray's C++ side caches the token it loaded; a new token file needs a fresh look."""
     try:
-        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=CONNECT_TIMEOUT):
-            pass
-    except ValueError:
-        raise EngineError(f"a Ray address is HOST:PORT, 'auto' or 'local', got {address!r}") from None
-    except OSError as exc:
-        raise EngineError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
+        from ray._raylet import AuthenticationTokenLoader
 
-
-def _token_known() -> bool:
-    """Whether Ray's token authentication has a token here (ray >= 2.52: env, env file or ~/.ray/auth_token)."""
-    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
-                or (Path.home() / ".ray" / "auth_token").is_file())
+        AuthenticationTokenLoader.instance().reset_cache()
+    except (ImportError, AttributeError):
+        pass
 
 
 def _file_key(path) -> list:

@@ -483,6 +483,16 @@ def _cluster_options():
     return ClusterOptions
 
 
+def run_connect_cluster(job: Job) -> dict:
+    """Join the Ray cluster a shot will go to, before the host renders its frames: a wrong address or token is one
+    sentence now, not after the render; the connection is kept for the shot."""
+    from .distributed import connect
+
+    cluster = job.fields["cluster"]
+    ray = connect(cluster.address, cluster.token_file)
+    return {"nodes": len([n for n in ray.nodes() if n.get("Alive")])}
+
+
 def run_check(job: Job) -> dict:
     """Import every requirement of the engine (after an install); `modules`: module -> version."""
     from .environment import check_requirements
@@ -527,6 +537,7 @@ COMMANDS: dict[str, Command] = {
         "cluster": (options_of(_cluster_options), False), "fast": (options_of(_fast_options), False),
         "vectors": (non_empty_list(input_file), False), "output_dir": (writable_folder, True),
     }, run_stylize_sequence),
+    "connect_cluster": Command({"id": ID, "cluster": (options_of(_cluster_options), True)}, run_connect_cluster),
     "check": Command({"id": ID}, run_check),
     "cancel": Command({"id": ID}, _cancel, job=False),
     "ping": Command({"id": ID}, _ping, job=False),

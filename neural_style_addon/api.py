@@ -98,7 +98,8 @@ def build_job(scene, styles=None, options=None, context=None, animation=False, *
         load_sequence=settings.load_sequence, add_strip=settings.add_strip, existing_frames=settings.existing_frames,
         temporal={"enabled": settings.temporal, "weight": settings.temporal_weight, "blend": settings.temporal_blend},
         animation_mode=settings.animation_mode, fast={"steps": settings.fast_steps},
-        ray_address=preferences.ray_address(context), depth_scale=settings.depth_scale,
+        ray_address=preferences.ray_address(context), ray_token_file=preferences.ray_token_file(context),
+        depth_scale=settings.depth_scale,
     )
     for name, value in fields.items():
         setattr(job, name, value)

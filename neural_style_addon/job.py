@@ -58,5 +58,6 @@ class Job:
     # A Ray cluster's address ("local", "auto" or host:port; "" = this machine's worker does every frame):
     # the rendered shot is submitted there as one job (docs/distributed.md); out_dir must be shared storage.
     ray_address: str = ""
+    ray_token_file: str = ""  # the cluster's token; "" = where Ray looks
     # Style scale at the farthest depth relative to the nearest (1: off; see mattes.py and engine/regions.py).
     depth_scale: float = 1.0

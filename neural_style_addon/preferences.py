@@ -89,6 +89,12 @@ def ray_address(context=None) -> str:
     return prefs.ray_address.strip() if prefs else ""
 
 
+def ray_token_file(context=None) -> str:
+    """The Ray cluster's token file; "" = where Ray looks (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token)."""
+    prefs = preferences(context)
+    return bpy.path.abspath(prefs.ray_token_file.strip()) if prefs and prefs.ray_token_file.strip() else ""
+
+
 def install_command() -> list[str]:
     """pip into the user directory with the worker's Python, so Blender's own stays untouched."""
     return dependencies.install_command(install_config().python, site_packages(), REQUIREMENTS, CONSTRAINTS)
@@ -143,6 +149,11 @@ class NeuralStylePreferences(bpy.types.AddonPreferences):
         description="Stylize Animation submits the whole shot to this Ray cluster (HOST:PORT, 'auto' or 'local'); "
                     "the frames folder must be storage every node sees. Empty: this machine stylizes every frame",
     )
+    ray_token_file: StringProperty(
+        name="Ray Token File", subtype="FILE_PATH",
+        description="The cluster's authentication token (what `ray get-auth-token` prints on the head node, saved "
+                    "in a file); empty: where Ray looks (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token)",
+    )
 
     def draw(self, context) -> None:
         """Only reads state: the probe of the worker's Python runs on a thread (see `dependencies.probe`)."""
@@ -160,6 +171,8 @@ class NeuralStylePreferences(bpy.types.AddonPreferences):
         layout.prop(self, "device")
         layout.prop(self, "cache_dir")
         layout.prop(self, "ray_address")
+        if self.ray_address.strip():
+            layout.prop(self, "ray_token_file")
         row = layout.row()
         if installing is not None and not installing.finished:
             row.label(text=f"Installing: {installing.status.text}", icon="TIME")

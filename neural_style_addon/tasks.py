@@ -254,6 +254,9 @@ def stylize_on_cluster(task: Task, job: Job, todo: list[int], read: animation.Fr
     The cluster writes its results beside them; each is fitted to its source and saved as `frame_####.png`
     like a frame made here, and `.shot/` is removed once every frame is in place.
     """
+    cluster = {"address": job.ray_address, "token_file": job.ray_token_file or None}
+    job_id = send_job(task, {"cmd": "connect_cluster", "cluster": cluster})  # a wrong address: before any render
+    yield from follow(task, job_id, "Cluster: connecting ")
     shot = os.path.join(job.out_dir, ".shot")
     results = os.path.join(shot, "stylized")
     os.makedirs(results, exist_ok=True)
@@ -268,7 +271,7 @@ def stylize_on_cluster(task: Task, job: Job, todo: list[int], read: animation.Fr
     temporal = job.temporal if job.temporal and job.temporal.get("enabled", True) else {"enabled": False}
     job_id = send_job(task, {
         "cmd": "stylize_sequence", "frames": frames, "styles": style_paths, "options": job.options,
-        "temporal_options": temporal, "cluster": {"address": job.ray_address}, "output_dir": results,
+        "temporal_options": temporal, "cluster": cluster, "output_dir": results,
         **({"vectors": vectors} if with_vectors else {}),
         **({"fast": job.fast or {}} if job.animation_mode == "FAST" else {}),
     })

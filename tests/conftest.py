@@ -1,18 +1,44 @@
-"""Shared fixtures: small real images and the packaged VGG-16 weights.
+"""Shared fixtures: small real images; a home folder of the tests' own.
 
 The packaged weights are fetched by the README's setup (`neural-style
-fetch-weights`) into $NEURAL_STYLE_CACHE or ~/.cache/neural-style; tests read
-them from there and never touch the network.
+fetch-weights`) into $NEURAL_STYLE_CACHE or ~/.cache/neural-style.  The tests
+run with HOME pointing at a new empty folder, as on a fresh machine: nothing
+they do reads or writes the real home (Ray tokens, caches, Blender's user
+folder).  Only the weights are linked into the new folder's cache, and pip's
+download cache stays shared (PIP_CACHE_DIR), so the add-on's install test does
+not download every wheel again.  Nothing here touches the network.
 """
 
+import atexit
 import os
+import shutil
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-# Blender must never read or write a real user profile during tests.
-os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="blender-user-"))
+from engine.weights import cache_dir  # noqa: E402
+
+
+def _own_home() -> None:
+    weights = cache_dir()
+    real_home = Path.home()
+    home = Path(tempfile.mkdtemp(prefix="neural-style-test-home-"))
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
+    cache = home / ".cache" / "neural-style"
+    cache.mkdir(parents=True)
+    for kept in [weights / "wheels", *weights.glob("*-features.pt")]:
+        if kept.exists():
+            (cache / kept.name).symlink_to(kept)
+    os.environ.setdefault("PIP_CACHE_DIR", str(real_home / ".cache" / "pip"))
+    os.environ.pop("XDG_CACHE_HOME", None)
+    os.environ.update(HOME=str(home), NEURAL_STYLE_CACHE=str(cache))
+    # Blender never reads or writes a real user profile during tests.
+    os.environ.setdefault("BLENDER_USER_RESOURCES", str(home / "blender"))
+
+
+_own_home()
 
 from engine.images import read_image, resize  # noqa: E402
 from engine.cli import SAMPLES  # noqa: E402

@@ -128,10 +128,10 @@ def test_style_slots_are_added_and_removed_by_operators(scene):
     assert [s.filepath for s in settings.styles] == ["/tmp/a.png"] and settings.active_style == 0
 
 
-def draw_preferences() -> Layout:
+def draw_preferences(ray_address="") -> Layout:
     layout = Layout()
-    prefs = SimpleNamespace(layout=layout, python_path="", device="auto", cache_dir="", ray_address="",
-                            bl_rna=preferences.NeuralStylePreferences.bl_rna)
+    prefs = SimpleNamespace(layout=layout, python_path="", device="auto", cache_dir="", ray_address=ray_address,
+                            ray_token_file="", bl_rna=preferences.NeuralStylePreferences.bl_rna)
     preferences.NeuralStylePreferences.draw(prefs, bpy.context)
     return layout
 
@@ -149,6 +149,7 @@ def test_preferences_draw_offers_python_device_cache_cluster_and_install(monkeyp
     wait_for_probe()
     layout = draw_preferences()
     assert layout.names("prop") == ["python_path", "device", "cache_dir", "ray_address"]
+    assert draw_preferences("head:6379").names("prop")[-2:] == ["ray_address", "ray_token_file"]  # with a cluster
     assert layout.names("operator") == ["neural_style.install_dependencies"]
     assert "Using Blender's Python" in layout.names("label")
     assert any(text.startswith("torch 2.") for text in layout.names("label"))  # what the probe found

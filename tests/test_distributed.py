@@ -7,6 +7,7 @@ equals a run on the head alone.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -56,37 +57,98 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "distributed.md"
+
+
+def documented(machine: str) -> list[str]:
+    """The command lines of docs/distributed.md's bash block whose first comment starts with `# on <machine>`."""
+    blocks = [block.split("```")[0] for block in DOCS.read_text().split("```bash\n")[1:]]
+    for block in blocks:
+        lines = block.strip().splitlines()
+        if lines and lines[0].startswith(f"# on {machine}"):
+            return [line for line in lines if line.strip() and not line.startswith("#")]
+    raise AssertionError(f"docs/distributed.md has no bash block for '# on {machine}'")
+
+
+class Machine:
+    """One machine of the documented set-up: a home folder (the token lives there) and Ray's temp folder of its
+    own, the venv's commands on PATH.  `run` runs documented lines as written, placeholders filled."""
+
+    def __init__(self, root: Path, name: str, fill: dict[str, str]):
+        self.home = root / name
+        self.home.mkdir()
+        temp = Path(tempfile.mkdtemp(prefix=f"r{name[0]}", dir="/tmp"))  # Ray's socket paths stay under 107 bytes
+        self.env = {**os.environ, "HOME": str(self.home), "RAY_TMPDIR": str(temp), "RAY_USAGE_STATS_ENABLED": "0",
+                    "PATH": f"{RAY.parent}{os.pathsep}{os.environ['PATH']}"}
+        for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS"):
+            self.env.pop(key, None)  # what a fresh shell has
+        self.fill = fill
+        self.groups: list[int] = []  # process groups of the Ray processes started here
+        self.temp = temp
+
+    def run(self, line: str, timeout: float = 180) -> str:
+        for placeholder, value in self.fill.items():
+            line = line.replace(placeholder, value)
+        done = subprocess.Popen(["bash", "-c", line], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
+        self.groups.append(done.pid)
+        out, err = done.communicate(timeout=timeout)
+        assert done.returncode == 0, f"`{line}` failed (exit {done.returncode}):\n{err[-3000:]}"
+        return out
+
+    def signal(self, sig: int) -> None:
+        for group in self.groups:
+            try:
+                os.killpg(group, sig)
+            except ProcessLookupError:
+                pass
+
+    def stop(self) -> None:
+        """Stop this machine's Ray processes, and only them (another cluster may run on this machine)."""
+        self.signal(signal.SIGTERM)
+        time.sleep(2)
+        self.signal(signal.SIGKILL)
+        shutil.rmtree(self.temp, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
-def cluster():
-    """A head node and a second node on this machine (loopback only), token authentication on."""
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
-    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must stay under 107 bytes
-    port = _free_port()
-    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--object-store-memory=100000000"]
-    subprocess.run([RAY, "start", "--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}",
-                    "--disable-usage-stats", *common], env=env, check=True, capture_output=True, timeout=180)
-    address = f"127.0.0.1:{port}"
-    node = subprocess.Popen([RAY, "start", f"--address={address}", "--block", *common], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+def cluster(tmp_path_factory):
+    """A head node and a second node on this machine, set up by docs/distributed.md's lines as written: the head
+    makes the token and starts; the node gets the token in its own home and joins.  The node's machine is also
+    the one that runs the CLI and the worker in these tests."""
+    root = tmp_path_factory.mktemp("machines")
+    port = str(_free_port())
+    fill = {"HEAD": "127.0.0.1", "6379": port}
+    head, node = Machine(root, "head", fill), Machine(root, "node", fill)
     try:
-        _wait_for_nodes(address, env, 2)
-        yield {"address": address, "env": env, "node": node}
+        head_lines = documented("the head node")
+        token = head.run(head_lines[0]).strip()
+        assert len(token) >= 32 and (head.home / ".ray" / "auth_token").read_text().strip() == token
+        for line in head_lines[1:]:
+            head.run(line)
+        node.fill = {**fill, "TOKEN": token}
+        for line in documented("every other node"):
+            node.run(line)
+        address = f"127.0.0.1:{port}"
+        _wait_for_nodes(address, node.env, 2)
+        yield {"address": address, "env": node.env, "node": node, "head": head, "root": root, "fill": fill,
+               "token_file": str(node.home / ".ray" / "auth_token")}
     finally:
-        if node.poll() is None:
-            os.killpg(node.pid, signal.SIGKILL)
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
-        shutil.rmtree(temp, ignore_errors=True)
+        node.stop()
+        head.stop()
 
 
 def _wait_for_nodes(address: str, env: dict, count: int) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        status = subprocess.run([RAY, "status", f"--address={address}"], env=env, capture_output=True, text=True)
+        status = subprocess.run([RAY, "status", f"--address={address}"], env={**env, "RAY_AUTH_MODE": "token"},
+                                capture_output=True, text=True)
         active = status.stdout.split("Active:")[-1].split("Pending:")[0]
         if active.count("node_") >= count:
             return
         time.sleep(2)
-    raise RuntimeError(f"the Ray cluster did not reach {count} nodes")
+    raise RuntimeError(f"the Ray cluster did not reach {count} nodes: {status.stderr[-2000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -115,15 +177,14 @@ def test_the_worker_submits_a_shot_and_reports_each_frame(cluster, shot, tmp_pat
     style = tmp_path / "style.npy"
     np.save(style, read_image(STYLE)[..., :3])
     (tmp_path / "out").mkdir()
-    previous = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "token"  # the worker inherits the environment, as Blender's would
+    where = {"address": cluster["address"], "token_file": cluster["token_file"]}  # Blender's Ray preferences
     worker = Worker()
     try:
         assert worker.next()["event"] == "ready"
         worker.send(cmd="stylize_sequence", id=1, frames=[str(p) for p in sorted(shot.glob("*.png"))],
                     styles=[str(style)], output_dir=str(tmp_path / "out"),
                     options={"weights": "random", "size": 32, "iterations": 2, "scales": 1, "seed": 1},
-                    temporal_options={"flow": "opencv"}, cluster={"address": cluster["address"], "chunk": 3, "overlap": 1})
+                    temporal_options={"flow": "opencv"}, cluster={**where, "chunk": 3, "overlap": 1})
         events = worker.until("done", "error", timeout=400)
         # Fast mode: one task trains the network, the chunks apply it.
         (tmp_path / "fast").mkdir()
@@ -131,12 +192,10 @@ def test_the_worker_submits_a_shot_and_reports_each_frame(cluster, shot, tmp_pat
                     styles=[str(style)], output_dir=str(tmp_path / "fast"),
                     options={"weights": "random", "size": 32, "seed": 1},
                     fast={"steps": 2, "crop": 32, "width": "small", "residual_blocks": 1},
-                    temporal_options={"flow": "opencv", "blend": 0.5}, cluster={"address": cluster["address"]})
+                    temporal_options={"flow": "opencv", "blend": 0.5}, cluster=where)
         fast_events = worker.until("done", "error", timeout=400)
     finally:
         worker.close()
-        if previous is None:
-            os.environ.pop("RAY_AUTH_MODE")
     assert events[-1]["event"] == "done", events[-1]
     frames = [e["frame"] for e in events if e["event"] == "progress"]
     assert frames == sorted(frames) and frames[-1] == events[-2]["frames"] == 7  # 6 frames + 1 lead-in
@@ -163,12 +222,8 @@ def test_blender_submits_the_shot_to_the_cluster(cluster, style, tmp_path):
         cube.location.x = x
         cube.keyframe_insert("location", index=0, frame=frame)
     out = tmp_path / "frames"
-    previous = os.environ.pop("RAY_AUTH_MODE", None)  # as a user's Blender: the engine finds the token itself
-    try:
-        paths = api.stylize_animation(out_dir=str(out), scene=scene, ray_address=cluster["address"])
-    finally:
-        if previous is not None:
-            os.environ["RAY_AUTH_MODE"] = previous
+    paths = api.stylize_animation(out_dir=str(out), scene=scene, ray_address=cluster["address"],
+                                  ray_token_file=cluster["token_file"])
     assert [Path(p).name for p in paths] == ["frame_0001.png", "frame_0002.png", "frame_0003.png"]
     first, last = (image_bridge.load_image_file(p) for p in (paths[0], paths[2]))
     assert first.shape == (24, 32, 4) and np.abs(first - last).max() > 0.05
@@ -226,7 +281,7 @@ def test_a_node_dies_mid_shot_and_the_shot_completes(cluster, shot, tmp_path):
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and not killed.is_set():
             if list((out / CHUNKS).glob("*/*.npy")):
-                os.killpg(cluster["node"].pid, signal.SIGKILL)
+                cluster["node"].signal(signal.SIGKILL)
                 killed.set()
                 return
             time.sleep(0.1)
@@ -257,10 +312,149 @@ def test_a_node_dies_mid_shot_and_the_shot_completes(cluster, shot, tmp_path):
     assert {name: (out / name).stat().st_mtime_ns for name in frames} == stamps
 
 
-def test_a_bad_address_is_one_sentence(shot, tmp_path):
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
-    run = stylize_sequence(shot, tmp_path / "out", f"127.0.0.1:{_free_port()}", env)
-    _, err = run.communicate(timeout=300)
-    assert run.returncode == 2
-    assert "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith("neural-style: error: cannot reach the Ray cluster")
+def test_the_documented_run_stylizes_a_shot(cluster, shot, tmp_path):
+    """docs/distributed.md's run line, as written (its placeholders filled; the engine's default settings and
+    weights), on the node that joined: a two-frame shot, so it takes seconds."""
+    (line,) = documented("the machine that runs Blender")
+    frames, out = tmp_path / "frames", tmp_path / "stylized"
+    frames.mkdir()
+    for name in ("frame_0001.png", "frame_0002.png"):
+        shutil.copy(shot / name, frames / name)
+    machine = cluster["node"]
+    fill = machine.fill
+    machine.fill = {**fill, "/shared/frames": str(frames), "style.png": str(STYLE), "/shared/stylized": str(out)}
+    try:
+        machine.run(line, timeout=600)
+    finally:
+        machine.fill = fill
+    assert sorted(p.name for p in out.glob("*.png")) == ["frame_0001.png", "frame_0002.png"]
+
+
+def one_sentence(address: str, env: dict, out: Path, *flags: str) -> str:
+    """Run stylize-sequence against `address`; it must fail within 30 s with one line and leave `out` alone."""
+    started = time.monotonic()
+    run = subprocess.run([CLI, "stylize-sequence", str(STYLE.parent), str(STYLE), "-o", str(out), "--ray", address,
+                          "--weights", "random", *flags], env=env, capture_output=True, text=True, timeout=30)
+    assert time.monotonic() - started < 30
+    assert run.returncode == 2, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in run.stderr, run.stderr  # no Ray warnings either
+    assert not out.exists()  # nothing was written
+    return lines[0].removeprefix("neural-style: error: ")
+
+
+@pytest.fixture()
+def stranger(tmp_path) -> dict:
+    """A machine that never got the cluster's token (an empty home, nothing in the environment)."""
+    env = {**os.environ, "HOME": str(tmp_path / "home")}
+    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        env.pop(key, None)
+    return env
+
+
+@pytest.fixture()
+def web_server():
+    """What answers on Ray's dashboard port: an HTTP server."""
+    import http.server
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_addresses_that_are_wrong_are_one_sentence_each(stranger, web_server, tmp_path):
+    out = tmp_path / "out"
+    closed = f"127.0.0.1:{_free_port()}"
+    assert one_sentence(closed, stranger, out).startswith(f"nothing listens at {closed} (connection refused)")
+    answer = one_sentence(web_server, stranger, out)
+    assert answer.startswith(f"{web_server} is a web server (it answered ") and "8265" in answer
+    assert one_sentence("no-such-host.invalid:6379", stranger, out).startswith(
+        "cannot find the Ray head node's host 'no-such-host.invalid'")
+    assert one_sentence("head-without-port", stranger, out).startswith("a Ray address is HOST:PORT")
+    with pytest.raises(EngineError, match="nothing listens"):  # the API says the same
+        from engine.cluster_check import check
+
+        check(closed)
+
+
+def test_a_missing_or_wrong_token_is_one_sentence(cluster, stranger, tmp_path):
+    out = tmp_path / "out"
+    address = cluster["address"]
+    assert one_sentence(address, stranger, out).startswith(
+        f"the Ray cluster at {address} wants an authentication token and this machine has none")
+    other = tmp_path / "other_token"
+    other.write_text("0" * 64)
+    assert one_sentence(address, stranger, out, "--ray-token", str(other)) == (
+        f"the Ray cluster at {address} refused the token from {other}: it is not the head node's token; copy the "
+        "one `ray get-auth-token` prints on the head node")
+    assert one_sentence(address, stranger, out, "--ray-token", str(tmp_path / "nowhere")).startswith(
+        f"the Ray token file {tmp_path / 'nowhere'} does not exist")
+    assert one_sentence(address, {**stranger, "RAY_AUTH_MODE": "token"}, out).startswith(
+        "RAY_AUTH_MODE is 'token' but this machine has no Ray token")
+
+
+METADATA = """
+import json, sys
+from ray._common.usage import usage_constants
+from ray._private import ray_constants
+from ray._raylet import GcsClient
+
+client = GcsClient(address=sys.argv[1])
+key, space = usage_constants.CLUSTER_METADATA_KEY, ray_constants.KV_NAMESPACE_CLUSTER
+print(client.internal_kv_get(key, namespace=space).decode())
+client.internal_kv_put(key, sys.argv[2].encode(), True, namespace=space)
+"""
+
+
+def test_a_cluster_of_another_ray_version_is_one_sentence(cluster, tmp_path):
+    """The cluster's metadata says Ray 2.59.0, as a head started with that version would: Ray's own driver
+    refuses it too (ray.init's version check reads the same metadata)."""
+    env = {**cluster["env"], "RAY_AUTH_MODE": "token"}
+
+    def metadata(value: str) -> dict:
+        done = subprocess.run([sys.executable, "-c", METADATA, cluster["address"], value], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    real = metadata("{}")
+    metadata(json.dumps({**real, "ray_version": "2.59.0"}))
+    try:
+        answer = one_sentence(cluster["address"], cluster["env"], tmp_path / "out")
+    finally:
+        metadata(json.dumps(real))
+    assert answer.startswith(f"the Ray cluster at {cluster['address']} runs Ray 2.59.0 on Python "
+                             f"{real['python_version']}, this machine Ray {real['ray_version']}")
+
+
+def test_a_machine_outside_the_cluster_is_told_to_join(monkeypatch):
+    """Ray runs a driver only on a node of the cluster (one machine here is always one: the check's verdict)."""
+    from engine import cluster_check
+
+    found = {"ray": cluster_check._versions()[0], "python": cluster_check._versions()[1], "member": False}
+    monkeypatch.setattr(cluster_check, "_check_answers", lambda *args: None)
+    monkeypatch.setattr(cluster_check.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(
+        a, 0, json.dumps(found) + "\n", ""))
+    with pytest.raises(EngineError, match=r"^this machine is not a node of the Ray cluster at head:6379, .* join it "
+                                          r"first with `ray start --address=head:6379`"):
+        cluster_check.check("head:6379")
+
+
+def test_blender_reports_the_same_sentence(cluster, style, tmp_path):
+    """Stylize Animation with a wrong token file: the report is the engine's sentence, and nothing is made."""
+    import addon_support as support
+
+    from neural_style_addon import api
+    from neural_style_addon.errors import StyleError
+
+    scene = support.fresh_scene()
+    scene.frame_start = scene.frame_end = 1
+    support.plumbing_settings(scene, style)
+    other = tmp_path / "other_token"
+    other.write_text("1" * 64)
+    with pytest.raises(StyleError) as error:
+        api.stylize_animation(out_dir=str(tmp_path / "frames"), scene=scene, ray_address=cluster["address"],
+                              ray_token_file=str(other))
+    assert str(error.value) == (f"the Ray cluster at {cluster['address']} refused the token from {other}: it is not "
+                                "the head node's token; copy the one `ray get-auth-token` prints on the head node")

@@ -96,6 +96,13 @@ def options_from_args(args: argparse.Namespace) -> StyleOptions:
     return StyleOptions(**{f.name: given[f.name] for f in dataclasses.fields(StyleOptions) if f.name in given})
 
 
+def add_ray_token(parser) -> None:
+    """The cluster's token file, for the commands that take --ray (docs/distributed.md, "Tokens")."""
+    parser.add_argument("--ray-token", metavar="FILE",
+                        help="the Ray cluster's authentication token (default: $RAY_AUTH_TOKEN, the file named by "
+                             "$RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token)")
+
+
 def add_quiet(parser) -> None:
     parser.add_argument("--quiet", "-q", action="store_true")
 
@@ -105,13 +112,18 @@ def progress_bar(quiet: bool, unit: str = "it", losses: tuple[str, ...] = ()) ->
     """A tqdm bar fed by `Progress` reports, showing the reported stage and the named `losses`.
 
     A report whose iteration is below the bar's count starts the bar over
-    (the next run of a benchmark that makes several).
+    (the next run of a benchmark that makes several).  The bar appears with
+    the first report, so a command that fails before any work prints only its
+    error line.
     """
     from tqdm import tqdm
 
-    bar = tqdm(total=None, unit=unit, disable=quiet, dynamic_ncols=True)
+    bars = []
 
     def report(p) -> None:
+        if not bars:
+            bars.append(tqdm(total=None, unit=unit, disable=quiet, dynamic_ncols=True))
+        bar = bars[0]
         if p.iteration < bar.n:
             bar.reset()
         bar.total = p.total
@@ -123,7 +135,8 @@ def progress_bar(quiet: bool, unit: str = "it", losses: tuple[str, ...] = ()) ->
     try:
         yield report
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
 
 
 def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namespace, prog: str = "neural-style") -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import EngineError
 from ..options import StyleOptions
-from .common import SAMPLES, add_quiet, add_style_arguments, options_from_args, progress_bar
+from .common import SAMPLES, add_quiet, add_ray_token, add_style_arguments, options_from_args, progress_bar
 
 # Where the no-argument demo writes: a folder git ignores and the extension build leaves out (README's two commands
 # work in either order).
@@ -32,6 +32,7 @@ def register(sub) -> None:
     p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                    help="optimise the tiles of tiled scales on a Ray cluster (a large image; set --tile-size): no "
                         "value starts Ray here, 'auto' joins this machine's cluster, HOST:PORT joins that head node")
+    add_ray_token(p)
     p.add_argument("--mask", action="append", metavar="IMAGE",
                    help="where the style of the same position applies: one per style image, in order (white: styled; "
                         "an image's alpha when it has one; .npy arrays too); 'rest' = every pixel no other mask "
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         if args.ray is not None:
             from ..distributed import ClusterOptions, stylize_image
 
-            result = stylize_image(content, styles, options, ClusterOptions(args.ray), progress=report, regions=regions)
+            result = stylize_image(content, styles, options, ClusterOptions(args.ray, token_file=args.ray_token), progress=report, regions=regions)
         else:
             result = stylize(content, styles, options, progress=report, regions=regions)
     elapsed = time.perf_counter() - start

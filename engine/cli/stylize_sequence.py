@@ -8,7 +8,7 @@ import time
 from ..distributed import ClusterOptions
 from ..errors import EngineError
 from ..temporal import FLOWS, TemporalOptions
-from .common import add_quiet, add_style_arguments, options_from_args, progress_bar
+from .common import add_quiet, add_ray_token, add_style_arguments, options_from_args, progress_bar
 
 
 def register(sub) -> None:
@@ -52,6 +52,7 @@ def add_cluster_arguments(parser) -> None:
     g.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                    help="spread the frames over a Ray cluster: no value starts Ray on this machine, 'auto' joins "
                         "this machine's cluster, HOST:PORT joins that head node; frames go to shared storage")
+    add_ray_token(g)
     g.add_argument("--chunk", type=int, default=d.chunk, help="frames per task with temporal coherence")
     g.add_argument("--overlap", type=int, default=d.overlap, help="frames cross-faded between neighbouring chunks")
     g.add_argument("--retries", type=int, default=d.retries, help="reruns of a task whose node died")
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_folder(args.output)  # before any work
     if args.fast and args.ray is None:
         raise EngineError("--fast is for --ray runs; on one machine use train-fast and apply-fast")
-    cluster = ClusterOptions(args.ray, args.chunk, args.overlap, args.retries, args.gpus_per_task)
+    cluster = ClusterOptions(args.ray, args.chunk, args.overlap, args.retries, args.gpus_per_task, args.ray_token)
     frames = list_frames(args.frames)
     vectors = list_frames(args.vectors) if args.vectors else None
     styles = [read_image(p) for p in args.style]
