@@ -1,4 +1,4 @@
-"""Whether this Python has what the engine needs: every line of requirements.txt, importable.
+"""Whether this Python has what the engine needs: every line of requirements.txt that applies here, importable.
 
 The worker's `check` command runs `check_requirements()` so a host (the
 Blender add-on after "Install Dependencies") learns in one round trip that the
@@ -19,13 +19,21 @@ from .errors import EngineError
 REQUIREMENTS = Path(__file__).with_name("requirements.txt")
 
 
-def requirement_names(path: Path = REQUIREMENTS) -> list[str]:
-    """The distribution names in a requirements file (comments and blank lines skipped)."""
+def requirement_names(path: Path = REQUIREMENTS, environment: dict[str, str] | None = None) -> list[str]:
+    """The distribution names in a requirements file whose environment markers hold on this machine (or in
+    `environment`, marker variables such as {"sys_platform": "darwin"}); comments and blank lines skipped."""
+    try:
+        from packaging.requirements import Requirement
+    except ImportError:
+        raise EngineError("the Python running the engine lacks packaging: install the engine's requirements "
+                          "(Install Dependencies in Blender)") from None
     names = []
     for line in path.read_text(encoding="utf-8").splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
-            names.append(re.match(r"[A-Za-z0-9._-]+", line).group())
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate(environment):
+                names.append(requirement.name)
     return names
 
 
@@ -69,3 +77,16 @@ def check_requirements(path: Path = REQUIREMENTS) -> dict[str, str]:
                                   f"{type(exc).__name__}: {exc}") from None
             found[module] = version
     return found
+
+
+def torch_build() -> dict:
+    """What the installed torch was built for and can use here: `torch` (its version), `cuda` (the CUDA
+    version of a CUDA build, else None), `gpu` (the first CUDA device's name when one answers), `mps_built` and
+    `mps` (an Apple GPU build, and whether the GPU is available to it).  The add-on shows it in one line."""
+    import torch
+
+    cuda = torch.version.cuda
+    mps_built = bool(torch.backends.mps.is_built())
+    return {"torch": torch.__version__, "cuda": cuda,
+            "gpu": torch.cuda.get_device_name(0) if cuda and torch.cuda.is_available() else None,
+            "mps_built": mps_built, "mps": bool(mps_built and torch.backends.mps.is_available())}

@@ -1,0 +1,89 @@
+"""The add-on's package sets resolve, for every platform the extension claims, to binary wheels, and the committed
+lock files are exactly those resolutions (engine/locks/, written by scripts/lock.py).
+
+uv evaluates environment markers for the target platform (pip --platform evaluates them for this machine), so
+Windows x64, macOS arm64 (at the macOS version torch's wheels need) and Linux x64 all resolve here, with Python
+3.11, Blender 4.2 to 5.0's.  This needs PyPI (uv's cache makes a rerun take about a second a set).  A torch
+build that only the PyTorch index has (Linux CPU-only, Windows CUDA) is resolved from that index, or from local
+wheels pip is configured with, or, where the set says its dependencies are PyPI's torch's, with PyPI's torch.
+"""
+
+from __future__ import annotations
+
+import tomllib
+import urllib.request
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+from neural_style_addon import dependencies, package_sets
+from scripts import lock
+
+ROOT = Path(__file__).resolve().parents[1]
+SETS = package_sets.load()
+# The environment markers of each platform's Python (PEP 508 variables engine/requirements.txt may use).
+MARKERS = {
+    "windows-x64": {"sys_platform": "win32", "platform_system": "Windows", "platform_machine": "AMD64", "os_name": "nt"},
+    "macos-arm64": {"sys_platform": "darwin", "platform_system": "Darwin", "platform_machine": "arm64",
+                    "os_name": "posix"},
+    "linux-x64": {"sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(SETS))
+def test_each_set_resolves_to_its_committed_lock(name):
+    item = SETS[name]
+    try:
+        found = lock.resolve(item)
+    except lock.Unavailable as exc:
+        pytest.skip(f"{name} cannot be resolved from this machine: {exc}")
+    assert found.lines == dependencies.requirement_lines(item.lock), (
+        f"engine/locks/{name}.txt is stale: run `.venv/bin/python scripts/lock.py {name}`")
+    assert all(size > 0 for size in found.sizes.values())
+
+
+def test_every_lock_holds_the_requirements_that_apply_on_its_platform():
+    """Offline: each requirement line whose marker holds on the platform is pinned in that platform's locks, at
+    the version of engine/constraints.txt; a line that does not hold is absent (no onnxruntime-gpu on macOS)."""
+    pins = {Requirement(line).name.lower(): line.split("==")[1]
+            for line in dependencies.requirement_lines(str(ROOT / "engine" / "constraints.txt"))}
+    for item in SETS.values():
+        locked = {Requirement(line).name.lower(): line.split("==")[1] for line in dependencies.requirement_lines(item.lock)}
+        for line in dependencies.requirement_lines(str(ROOT / "engine" / "requirements.txt")):
+            requirement = Requirement(line)
+            name = requirement.name.lower()
+            if requirement.marker is None or requirement.marker.evaluate(MARKERS[item.platform]):
+                assert locked[name].split("+")[0] == pins[name], (item.name, name)
+            else:
+                assert name not in locked, (item.name, name)
+        assert locked["torch"] == pins["torch"] + (f"+{item.torch_build}" if item.torch_build else "")
+
+
+def test_the_manifest_lists_exactly_the_platforms_the_sets_serve():
+    manifest = tomllib.loads((ROOT / "blender_manifest.toml").read_text())
+    assert sorted(manifest["platforms"]) == package_sets.platforms() == ["linux-x64", "macos-arm64", "windows-x64"]
+    assert set(MARKERS) == set(package_sets.platforms())
+
+
+def test_the_engine_reads_the_markers_of_its_requirement_list():
+    from engine.environment import requirement_names
+
+    assert "onnxruntime" in requirement_names(environment=MARKERS["macos-arm64"])
+    assert "onnxruntime-gpu" not in requirement_names(environment=MARKERS["macos-arm64"])
+    assert "onnxruntime-gpu" in requirement_names(environment=MARKERS["windows-x64"])
+    assert "onnxruntime" not in requirement_names()  # this machine: Linux
+
+
+def test_torch_builds_of_the_pytorch_index_are_there():
+    """Only where download.pytorch.org can be reached (it cannot from the machine these locks were made on, which
+    is said in those locks' header): the exact wheel each torch-index set installs is listed there."""
+    indexed = [item for item in SETS.values() if item.torch_build]
+    if not lock.reachable(package_sets.TORCH_INDEX + "/"):
+        pytest.skip(f"{package_sets.TORCH_INDEX} cannot be reached from this machine: the torch builds of "
+                    f"{', '.join(item.name for item in indexed)} are checked by their locks' resolution only")
+    tags = {"linux-x64": "manylinux_2_28_x86_64", "windows-x64": "win_amd64"}
+    for item in indexed:
+        page = urllib.request.urlopen(f"{item.index_url()}/torch/", timeout=30).read().decode()
+        version = lock.torch_pin() + "%2B" + item.torch_build
+        assert f"torch-{version}-cp311-cp311-{tags[item.platform]}.whl" in page, item.name
