@@ -70,6 +70,16 @@ def same_path(a: str, b: str, system: str | None = None) -> bool:
     return where.normcase(where.normpath(a)) == where.normcase(where.normpath(b))
 
 
+def extended_path(path: str, system: str | None = None) -> str:
+    """`path` in the form that lifts Windows' 260-character limit (`\\\\?\\C:\\...`, `\\\\?\\UNC\\server\\share\\...`)
+    whatever the registry's LongPathsEnabled says; unchanged elsewhere.  torch's deepest file lies 173 characters
+    below site-packages, more than the limit leaves under a user's AppData folder."""
+    if system_name(system) != "windows" or path.startswith("\\\\?\\"):
+        return path
+    path = ntpath.normpath(path)
+    return "\\\\?\\UNC\\" + path[2:] if path.startswith("\\\\") else "\\\\?\\" + path
+
+
 def blend_relative(path: str, blend_dir: str, system: str | None = None) -> str:
     """`path` as Blender's relative form ("//textures/wave.png") from the .blend's folder, or `path` unchanged
     when no relative form exists: on Windows a path on another drive (`bpy.path.relpath` raises there)."""
@@ -151,14 +161,16 @@ def replace_file(source: str | os.PathLike, target: str | os.PathLike, system: s
 
 def swap_folder(new: str, target: str, system: str | None = None, **retry) -> str | None:
     """Put the folder `new` in the place of `target` (which may not exist) in two renames, so a reader sees
-    either the old folder or the new one; returns where the old one went (`<target>.old`), for the caller to
-    delete, or None.  On Windows a folder holding a loaded library (torch's DLLs in a running worker) cannot be
-    renamed: that ends in `FileInUseError` after the retries of `replace_file`, with `target` as it was."""
+    either the old folder or the new one; returns where the old one went (`<target>.old`, or `.old2`... while
+    an earlier one could not be deleted), for the caller to delete, or None.  On Windows a folder holding a
+    loaded library (torch's DLLs in a running worker) cannot be renamed: that ends in `FileInUseError` after the
+    retries of `replace_file`, with `target` as it was."""
     old = None
     if os.path.lexists(target):
-        old = f"{target}.old"
-        if os.path.lexists(old):
-            remove_tree(old)
+        old, n = f"{target}.old", 1
+        while os.path.lexists(old) and not remove_tree(old):
+            n += 1
+            old = f"{target}.old{n}"
         replace_file(target, old, system, **retry)
     try:
         replace_file(new, target, system, **retry)
@@ -170,8 +182,9 @@ def swap_folder(new: str, target: str, system: str | None = None, **retry) -> st
 
 
 def remove_tree(path: str) -> bool:
-    """Delete a folder as far as possible (a DLL Windows has loaded stays); True when it is gone."""
-    shutil.rmtree(path, ignore_errors=True)
+    """Delete a folder of this machine as far as possible (a DLL Windows has loaded stays), through
+    `extended_path`, so files deeper than Windows' path limit go too; True when it is gone."""
+    shutil.rmtree(extended_path(os.path.abspath(path)), ignore_errors=True)
     return not os.path.lexists(path)
 
 

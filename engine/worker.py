@@ -494,10 +494,11 @@ def run_connect_cluster(job: Job) -> dict:
 
 
 def run_check(job: Job) -> dict:
-    """Import every requirement of the engine (after an install); `modules`: module -> version."""
-    from .environment import check_requirements
+    """Import every requirement of the engine (after an install); `modules`: module -> version, `build`: what
+    the installed torch was built for and can use here (`environment.torch_build`)."""
+    from .environment import check_requirements, torch_build
 
-    return {"modules": check_requirements()}
+    return {"modules": check_requirements(), "build": torch_build()}
 
 
 def _cancel(commands: "Commands", seq: int, checked: dict) -> bool:

@@ -3,13 +3,17 @@
 "Install Dependencies" runs pip with the worker's Python (the one set in the
 preferences, else Blender's own) into `site-packages` in the extension's user
 folder, which goes on the worker's PYTHONPATH and never on Blender's own
-`sys.path`.  What it installs is the engine's one list, `engine/requirements.txt`,
-at the versions the project is tested with (`engine/constraints.txt`), binary
-wheels only (a source archive would run its build code).  pip with `--target`
-stages everything in a temporary folder and moves it in only when it has
-succeeded, so a failed or cancelled install leaves the old folder as it was.
-Afterwards a worker is started and imports every requirement (its `check`
-command), and a failure says what failed in one sentence.
+`sys.path`.  What it installs is the lock file of the package set chosen for
+this machine (`package_sets`: its platform, and CUDA, Apple GPU or CPU only):
+the engine's one list, `engine/requirements.txt`, resolved for that platform at
+the versions the project is tested with, every package pinned, so pip installs
+exactly those (`--no-deps`), binary wheels only (a source archive would run its
+build code).  pip fills a staging folder beside `site-packages`; a worker then
+imports every requirement from it (its `check` command), and only then does
+the staging folder replace `site-packages` (two renames), so a failed,
+cancelled or broken install leaves the working folder as it was, and a package
+of an earlier set (the CUDA libraries after a switch to CPU only) never stays
+behind.  A failure says what failed in one sentence.
 
 Nothing here imports bpy: `preferences` passes in the paths and Blender's
 online-access setting, so the button, background scripts and tests all use
@@ -20,12 +24,15 @@ and caches it, so drawing the preferences never waits for a Python to start.
 from __future__ import annotations
 
 import collections
+import dataclasses
+import glob
 import os
 import subprocess
 import threading
 from dataclasses import dataclass
 from typing import Callable
 
+from . import os_rules, package_sets
 from .errors import StyleError
 from .worker_client import WorkerClient, WorkerConfig, WorkerError
 
@@ -55,11 +62,17 @@ def requirement_lines(path: str) -> list[str]:
         raise DependencyError(f"the extension is incomplete: cannot read {path} ({exc.strerror})") from None
 
 
-def install_command(python: str, target: str, requirements: str, constraints: str) -> list[str]:
-    """pip with the worker's Python: the requirements at the tested pins, wheels only, into `target`."""
+def staging_folder(target: str) -> str:
+    """Where pip installs before the new packages replace `target` (beside it: one rename, same drive)."""
+    return f"{target}.partial"
+
+
+def install_command(python: str, target: str, lock: str, index: str = "") -> list[str]:
+    """pip with the worker's Python: exactly the packages of a lock file (no resolving of its own: --no-deps),
+    binary wheels only, into `target`; `index`: the package index the set's torch build comes from, besides PyPI."""
     return [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
-            "--upgrade", "--only-binary", ":all:", "--target", target, "-c", constraints,
-            *requirement_lines(requirements)]
+            "--no-deps", "--only-binary", ":all:", "--target", target, *(["--extra-index-url", index] if index else []),
+            "-r", lock]
 
 
 def pip_failure(lines) -> str:
@@ -81,7 +94,7 @@ def pip_failure(lines) -> str:
 
 def _pip_env() -> dict[str, str]:
     """pip sees only its own Python's packages (not Blender's PYTHONPATH or the user site) and prints promptly."""
-    env = {**os.environ, "PYTHONNOUSERSITE": "1", "PYTHONUNBUFFERED": "1"}
+    env = os_rules.child_env({**os.environ, "PYTHONNOUSERSITE": "1"})
     env.pop("PYTHONPATH", None)
     env.pop("PIP_USER", None)  # --user cannot be combined with --target
     return env
@@ -94,16 +107,20 @@ class Install:
     `cancel()` kills pip (or the checking worker); the folder stays as it was.
     """
 
-    def __init__(self, config: WorkerConfig, target: str, requirements: str, constraints: str, online: bool):
+    def __init__(self, config: WorkerConfig, target: str, lock: str, online: bool, index: str = ""):
         if not online:
             raise DependencyError(OFFLINE)
-        self.command = install_command(config.python, target, requirements, constraints)
+        self.target = target
+        self.staging = staging_folder(target)
+        self.packages = len(requirement_lines(lock))
+        self.command = install_command(config.python, self.staging, lock, index)
         self.config = config
         self.status = InstallStatus("starting pip")
         self.error: str | None = None
         self.cancelled = False
         self.finished = False
         self.modules: dict[str, str] = {}  # what the check imported: module -> version
+        self.build: dict = {}  # what the installed torch was built for (package_sets.describe_build)
         self.output: collections.deque[str] = collections.deque(maxlen=PIP_LINES_KEPT)
         self._process: subprocess.Popen | None = None
         self._client: WorkerClient | None = None
@@ -111,15 +128,37 @@ class Install:
         self._thread = threading.Thread(target=self._run, name="neural-style-install", daemon=True)
         self._thread.start()
 
+    def _staged(self) -> WorkerConfig:
+        """The worker's set-up with the staging folder in the place of the installed one."""
+        paths = tuple(self.staging if path == self.target else path for path in self.config.paths)
+        return dataclasses.replace(self.config, paths=paths if self.staging in paths else (*paths, self.staging))
+
     def _run(self) -> None:
         try:
+            if os.path.lexists(self.staging) and not os_rules.remove_tree(self.staging):
+                raise DependencyError(f"cannot remove the unfinished install {self.staging}: close other Blender "
+                                      "windows that use Neural Style, then try again")
+            for leftover in glob.glob(glob.escape(self.target) + ".old*"):  # what an earlier install left behind
+                os_rules.remove_tree(leftover)
             self._pip()
             self.status = InstallStatus("checking: the style engine imports its packages", 0.9)
-            self.modules = check(self.config, self._watch)
-            self.status = InstallStatus(f"installed and checked: {len(self.modules)} packages import", 1.0)
+            result = check(self._staged(), self._watch)
+            self.modules, self.build = result["modules"], result.get("build", {})
+            self.status = InstallStatus("replacing the previous packages", 0.95)
+            try:
+                old = os_rules.swap_folder(self.staging, self.target)
+            except OSError as exc:
+                raise DependencyError(f"cannot replace {self.target} ({exc}): close other Blender windows that use "
+                                      "Neural Style, then Install Dependencies again") from None
+            if old:
+                os_rules.remove_tree(old)  # what Windows keeps (a DLL still loaded) goes with the next install
+            self.status = InstallStatus(f"installed and checked: {len(self.modules)} packages import; "
+                                        f"{package_sets.describe_build(self.build)}", 1.0)
         except DependencyError as exc:
             self.error = str(exc)
         finally:
+            if os.path.lexists(self.staging):
+                os_rules.remove_tree(self.staging)
             self.finished = True
 
     def _watch(self, client: WorkerClient) -> None:
@@ -135,7 +174,7 @@ class Install:
             try:
                 self._process = subprocess.Popen(
                     self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    text=True, errors="replace", env=_pip_env())
+                    text=True, encoding="utf-8", errors="replace", env=_pip_env(), **os_rules.popen_options())
             except OSError as exc:
                 raise DependencyError(f"could not run pip with {self.config.python}: {exc.strerror}") from None
         collected = 0
@@ -146,9 +185,9 @@ class Install:
             words = line.split()
             if line.startswith(("Collecting ", "Processing ")) and len(words) > 1:
                 collected += 1
-                # pip finds dependencies as it goes, so the total is unknown: the bar approaches 80 %.
-                self.status = InstallStatus(f"collecting {os.path.basename(words[1])} ({collected} packages)",
-                                            0.8 * collected / (collected + 8))
+                # The lock names every package, so the bar fills to 80 % as pip collects them.
+                self.status = InstallStatus(f"collecting {os.path.basename(words[1])} ({collected} of {self.packages} "
+                                            "packages)", 0.8 * min(collected, self.packages) / max(self.packages, 1))
             elif line.startswith("Downloading ") and len(words) > 1:
                 size = " ".join(words[2:]).strip("()")
                 self.status = InstallStatus(f"downloading {os.path.basename(words[1])} {size}".rstrip(),
@@ -184,8 +223,9 @@ class Install:
 
 
 def check(config: WorkerConfig, started: Callable[[WorkerClient], None] | None = None,
-          timeout: float = CHECK_TIMEOUT) -> dict[str, str]:
-    """Start a worker with `config` and have it import every requirement; returns {module: version}.
+          timeout: float = CHECK_TIMEOUT) -> dict:
+    """Start a worker with `config` and have it import every requirement; returns its answer: `modules`
+    ({module: version}) and `build` (what torch was built for: `package_sets.describe_build`).
 
     Raises DependencyError naming what failed.  `started(client)` is called as
     soon as the process runs, so a caller can kill it to cancel.
@@ -205,7 +245,7 @@ def check(config: WorkerConfig, started: Callable[[WorkerClient], None] | None =
                 raise DependencyError(f"the style engine did not finish its import check within {timeout:.0f} s")
             kind = event.get("event")
             if kind == "done" and event.get("id") == "check":
-                return event["modules"]
+                return {key: event[key] for key in ("modules", "build") if key in event}
             if kind in ("error", "exit", "cancelled"):
                 raise DependencyError(client.error_message(event) if kind != "cancelled" else "cancelled")
     except WorkerError as exc:
@@ -244,8 +284,7 @@ def probing() -> bool:
 
 def _run_probe(config: WorkerConfig) -> None:
     try:
-        modules = check(config)
-        found = Probe(True, f"torch {modules.get('torch', '?')} and {len(modules) - 1} more packages import")
+        found = Probe(True, package_sets.describe_build(check(config).get("build", {})))
     except StyleError as exc:
         found = Probe(False, str(exc))
     with _probe_lock:

@@ -13,9 +13,9 @@ import sys
 import tempfile
 
 import bpy
-from bpy.props import EnumProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, StringProperty
 
-from . import dependencies, worker_client
+from . import dependencies, os_rules, package_sets, worker_client
 from .properties import DEVICE_ITEMS
 from .worker_client import WorkerConfig, WorkerError, choose_python, imports_torch
 
@@ -24,11 +24,6 @@ from .worker_client import WorkerConfig, WorkerError, choose_python, imports_tor
 ADDON_ID = __package__.removesuffix(".neural_style_addon")
 # The folder that holds `engine/` and this package: the extension's root.
 EXTENSION_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-# What the worker needs, from the engine's one list, and the versions the project is tested with
-# (both ship in the extension, inside engine/); "Install Dependencies" installs them into the user folder.
-REQUIREMENTS = os.path.join(EXTENSION_ROOT, "engine", "requirements.txt")
-CONSTRAINTS = os.path.join(EXTENSION_ROOT, "engine", "constraints.txt")
 
 # The install started from the preferences (the panel shows its progress and offers Cancel).
 installing: dependencies.Install | None = None
@@ -67,7 +62,8 @@ def configured_python(context=None) -> str:
 
 def worker_config(context=None) -> WorkerConfig:
     """How to start the worker, from the preferences and Blender's online-access setting."""
-    return _config(choose_python(configured_python(context), (EXTENSION_ROOT, site_packages())), context)
+    return _config(choose_python(configured_python(context), (EXTENSION_ROOT, site_packages()), blender_python()),
+                   context)
 
 
 def install_config(context=None) -> WorkerConfig:
@@ -75,7 +71,12 @@ def install_config(context=None) -> WorkerConfig:
     python = configured_python(context)
     if python and not os.path.isfile(python):
         raise WorkerError(f"the worker Python set in the add-on preferences does not exist: {python}")
-    return _config(python or sys.executable, context)
+    return _config(python or blender_python(), context)
+
+
+def blender_python() -> str:
+    """Blender's own Python interpreter, wherever this Blender keeps it (`os_rules.blender_python`)."""
+    return os_rules.blender_python(sys.executable, bpy.utils.resource_path("LOCAL"))
 
 
 def default_device(context=None) -> str:
@@ -95,9 +96,27 @@ def ray_token_file(context=None) -> str:
     return bpy.path.abspath(prefs.ray_token_file.strip()) if prefs and prefs.ray_token_file.strip() else ""
 
 
-def install_command() -> list[str]:
-    """pip into the user directory with the worker's Python, so Blender's own stays untouched."""
-    return dependencies.install_command(install_config().python, site_packages(), REQUIREMENTS, CONSTRAINTS)
+def package_choice(context=None) -> package_sets.Choice:
+    """The package set Install Dependencies installs on this machine, and why (`package_sets.choose`)."""
+    prefs = preferences(context)
+    return package_sets.for_this_machine(cpu_only=bool(prefs and prefs.cpu_only))
+
+
+def _chosen_set(context=None) -> tuple[package_sets.PackageSet, str]:
+    """The set to install and the index its torch comes from; DependencyError when no set fits this machine."""
+    chosen = package_choice(context).package_set
+    if chosen is None:
+        raise dependencies.DependencyError(package_choice(context).reason)
+    prefs = preferences(context)
+    return chosen, chosen.index_url(prefs.torch_index.strip() if prefs else "")
+
+
+def install_command(context=None) -> list[str]:
+    """What Install Dependencies runs: pip with the worker's Python, the lock of this machine's package set,
+    into a staging folder beside the user folder's site-packages, so Blender's own Python stays untouched."""
+    chosen, index = _chosen_set(context)
+    return dependencies.install_command(install_config(context).python, dependencies.staging_folder(site_packages()),
+                                        chosen.lock, index)
 
 
 def install_dependencies(context=None) -> dependencies.Install:
@@ -110,7 +129,10 @@ def install_dependencies(context=None) -> dependencies.Install:
     if installing is not None and not installing.finished:
         raise dependencies.DependencyError("Install Dependencies is already running")
     config = install_config(context)
-    installing = dependencies.Install(config, site_packages(), REQUIREMENTS, CONSTRAINTS, bpy.app.online_access)
+    if not bpy.app.online_access:
+        raise dependencies.DependencyError(dependencies.OFFLINE)
+    chosen, index = _chosen_set(context)
+    installing = dependencies.Install(config, site_packages(), chosen.lock, bpy.app.online_access, index)
     worker_client.shutdown()  # it may use the packages pip replaces when it has finished
     dependencies.forget_probes()
     imports_torch.cache_clear()
@@ -134,6 +156,16 @@ class NeuralStylePreferences(bpy.types.AddonPreferences):
     python_path: StringProperty(
         name="Worker Python", subtype="FILE_PATH",
         description="Python interpreter that runs the style engine; empty: Blender's own when it can import torch",
+    )
+    cpu_only: BoolProperty(
+        name="CPU-Only Packages",
+        description="Install Dependencies installs torch without GPU support even where a supported NVIDIA GPU is "
+                    "found: about 2 GB less to download, but stylizing is many times slower",
+    )
+    torch_index: StringProperty(
+        name="PyTorch Index",
+        description="The package index of the torch builds PyPI does not have (CUDA builds for Windows, CPU-only "
+                    "builds for Linux), e.g. a studio's mirror; empty: " + package_sets.TORCH_INDEX,
     )
     device: EnumProperty(
         name="Device",
@@ -182,5 +214,21 @@ class NeuralStylePreferences(bpy.types.AddonPreferences):
             row.label(text=f"into {site_packages()}")
             if installing is not None and installing.error:
                 layout.label(text=f"Last install failed: {installing.error}", icon="ERROR")
+        self.draw_package_set(context)
         if not bpy.app.online_access:
             layout.label(text="Online access is off: no package installs or weight downloads", icon="INFO")
+
+    def draw_package_set(self, context) -> None:
+        """What Install Dependencies installs here and why, with its download size; the choices that change it."""
+        layout = self.layout
+        choice = package_choice(context)
+        if choice.package_set is None:
+            layout.label(text=choice.reason, icon="ERROR")
+            return
+        size = package_sets.download_mb(choice.package_set.lock)
+        about = f", about {size / 1000:.1f} GB to download" if size else ""
+        layout.label(text=f"Packages for this machine: {choice.reason}{about}", icon="INFO")
+        if choice.package_set.platform != "macos-arm64":
+            layout.prop(self, "cpu_only")
+        if choice.package_set.torch_build:
+            layout.prop(self, "torch_index")

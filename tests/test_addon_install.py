@@ -4,11 +4,13 @@ The extension zip is built with Blender's own tool (from a copy of this tree
 with stray files beside it, as a fresh clone has after the README's demo),
 installed into a fresh `BLENDER_USER_RESOURCES` by a separate Blender process,
 and the add-on's Worker Python is pointed at a bare venv (`python -m venv`,
-nothing installed).  The add-on's installer then fills the extension's user
-folder with pip (torch from the local CPU wheel pip is configured with, the
-rest from PyPI), checks that the worker imports everything, and a real
-stylize job runs with only that.  The refusals run in this process: online
-access off, a pip that fails, a cancel.
+nothing installed).  The add-on's installer then picks this machine's package
+set (Linux x64 without an NVIDIA driver: CPU only), installs its lock file with
+pip (torch from the PyTorch CPU index, here a local mirror of it holding the CPU
+wheel pip is configured with, the rest from PyPI), checks that the worker imports
+everything, puts the folder in place, and a real stylize job runs with only
+that.  The refusals run in this process: online access off, a pip that fails,
+a cancel.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from pathlib import Path
 
 import addon_support as support
 import pytest
+from scripts import lock
 
 import bpy
-from neural_style_addon import dependencies, preferences
+from neural_style_addon import dependencies, package_sets, preferences
 from neural_style_addon.errors import StyleError
 from neural_style_addon.worker_client import WorkerConfig
 
@@ -41,13 +44,15 @@ import json, os, sys, time
 import bpy
 import numpy as np
 
-zip_path, style_path, worker_python = sys.argv[1:4]
+zip_path, style_path, worker_python, torch_index = sys.argv[1:5]
 bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
 module = "bl_ext.user_default.neural_style"
 addon = sys.modules[module + ".neural_style_addon"]
-bpy.context.preferences.addons[module].preferences.python_path = worker_python
+prefs = bpy.context.preferences.addons[module].preferences
+prefs.python_path = worker_python
+prefs.torch_index = torch_index
 bpy.context.preferences.system.use_online_access = True  # Install Dependencies downloads from PyPI
-report = {"site_packages": addon.preferences.site_packages()}
+report = {"site_packages": addon.preferences.site_packages(), "plan": addon.preferences.package_choice().reason}
 
 start = time.monotonic()
 install = addon.preferences.install_dependencies()
@@ -62,6 +67,8 @@ report["install_seconds"] = round(time.monotonic() - start, 1)
 report["statuses"] = seen
 report["command"] = install.command
 report["worker_python"] = addon.preferences.worker_config().python
+report["installed"] = sorted(os.listdir(os.path.dirname(report["site_packages"])))
+report["probe"] = addon.dependencies.check(addon.preferences.worker_config())["build"]
 
 # A real job on the installed packages: packaged VGG-16 weights, a tiny image.
 y, x = np.mgrid[0:24, 0:32] / 32.0
@@ -112,32 +119,60 @@ def bare_python(tmp_path_factory) -> str:
     return python
 
 
+@pytest.fixture(scope="module")
+def torch_index(tmp_path_factory) -> str:
+    """Where Install Dependencies gets the CPU-only torch: the PyTorch index where it can be reached, else a local
+    mirror of it (a PEP 503 page, as a studio's mirror would serve) holding the CPU wheel pip is configured with."""
+    if lock.reachable(package_sets.TORCH_INDEX + "/cpu/torch/"):
+        return ""
+    version = lock.torch_pin() + "+cpu"
+    wheels = [wheel for folder in lock.local_wheel_dirs() for wheel in Path(folder).glob(f"torch-{version}-cp311-*.whl")]
+    if not wheels:
+        pytest.skip(f"torch {version} is neither on {package_sets.TORCH_INDEX} (not reachable) nor in pip's local wheels")
+    root = tmp_path_factory.mktemp("torch-index")
+    (root / "cpu" / "torch").mkdir(parents=True)
+    (root / "cpu" / "torch" / "index.html").write_text(f'<a href="{wheels[0].as_uri()}">{wheels[0].name}</a>\n')
+    return root.as_uri()
+
+
 def test_zip_leaves_out_stray_files_and_carries_the_requirements(package):
     names = zipfile.ZipFile(package).namelist()
     assert {name.split("/")[0] for name in names} == {"blender_manifest.toml", "__init__.py", "neural_style_addon", "engine"}
-    assert {"engine/requirements.txt", "engine/constraints.txt", "neural_style_addon/dependencies.py"} <= set(names)
+    assert {"engine/requirements.txt", "engine/constraints.txt", "neural_style_addon/dependencies.py",
+            "engine/locks/sets.toml", "engine/os_rules.py"} <= set(names)
+    assert {f"engine/locks/{name}.txt" for name in package_sets.load()} <= set(names)
 
 
-def test_install_dependencies_into_a_bare_python_then_stylize(package, bare_python, tmp_path):
+def test_install_dependencies_into_a_bare_python_then_stylize(package, bare_python, torch_index, tmp_path):
     style = support.write_style(tmp_path / "style.png")
     env = {**os.environ, "BLENDER_USER_RESOURCES": tempfile.mkdtemp(prefix="neural-style-install-")}
-    done = subprocess.run([sys.executable, "-c", INSTALL_AND_STYLIZE, str(package), str(style), bare_python],
+    done = subprocess.run([sys.executable, "-c", INSTALL_AND_STYLIZE, str(package), str(style), bare_python, torch_index],
                           capture_output=True, text=True, env=env, timeout=1200, cwd=str(tmp_path))
     lines = [line for line in done.stdout.splitlines() if line.startswith("REPORT ")]
     assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(lines[0][len("REPORT "):])
     print(f"Install Dependencies took {report['install_seconds']} s")
     site = report["site_packages"]
-    # Into the extension's user folder of the fresh user resources, with the worker's (bare) Python.
+    # Into the extension's user folder of the fresh user resources, with the worker's (bare) Python: the lock of
+    # this machine's set, staged beside site-packages and then put in its place.
+    command = report["command"]
     assert site.startswith(env["BLENDER_USER_RESOURCES"]) and "extensions" in site
-    assert report["command"][0] == bare_python and report["command"][report["command"].index("--target") + 1] == site
+    assert command[0] == bare_python and command[command.index("--target") + 1] == site + ".partial"
+    assert report["plan"] == "no NVIDIA GPU found: CPU only"
+    assert Path(command[command.index("-r") + 1]).name == "linux-x64-cpu.txt" and "--no-deps" in command
+    index = torch_index or package_sets.TORCH_INDEX
+    assert command[command.index("--extra-index-url") + 1] == index.rstrip("/") + "/cpu"
     assert os.path.isdir(os.path.join(site, "torch")) and os.path.isdir(os.path.join(site, "cv2"))
+    assert not os.path.isdir(os.path.join(site, "nvidia"))  # the CPU-only torch, not PyPI's CUDA build
+    assert report["installed"] == ["site-packages"]  # no staging or old folder left
     assert report["worker_python"] == bare_python
     # The worker imported everything, the lazily imported fast-mode and temporal packages included.
     assert {"torch", "numpy", "PIL", "cv2", "OpenEXR", "onnxruntime", "onnx", "tqdm"} <= set(report["modules"])
-    assert report["modules"]["torch"].startswith("2.13.0")  # the tested pin (engine/constraints.txt)
-    assert any(text.startswith("collecting") for text in report["statuses"])
-    assert report["statuses"][-1].startswith("installed and checked")
+    assert report["modules"]["torch"] == lock.torch_pin() + "+cpu"  # the lock's build of the tested pin
+    packages = len(dependencies.requirement_lines(str(ROOT / "engine" / "locks" / "linux-x64-cpu.txt")))
+    assert any(text.startswith("collecting") and f" of {packages} packages" in text for text in report["statuses"])
+    assert report["statuses"][-1].endswith("packages import; Installed: torch 2.13.0, CPU only")
+    assert package_sets.describe_build(report["probe"]) == "Installed: torch 2.13.0, CPU only"
     # The job ran on the bare Python plus the installed folder.
     assert report["result_size"] == [32, 24] and report["result_change"] > 0.01
     # The bare venv itself is still bare.
@@ -157,24 +192,19 @@ def test_online_access_off_refuses_in_one_sentence_and_installs_nothing():
         bpy.ops.neural_style.install_dependencies()
 
 
-def requirement_files(folder: Path, requirement: str, pin: str) -> tuple[str, str]:
-    (folder / "requirements.txt").write_text(f"# why\n{requirement}\n")
-    (folder / "constraints.txt").write_text(f"{pin}\n")
-    return str(folder / "requirements.txt"), str(folder / "constraints.txt")
-
-
 def test_a_failing_pip_says_what_failed_and_changes_nothing(tmp_path):
     target = tmp_path / "site-packages"
     target.mkdir()
     (target / "kept.txt").write_text("from an earlier install")
-    requirements, constraints = requirement_files(tmp_path, "tqdm>=4.66", "tqdm==0.0.1")  # no such release
-    install = dependencies.Install(WorkerConfig(sys.executable, ()), str(target), requirements, constraints, online=True)
+    (tmp_path / "lock.txt").write_text("# a lock\ntqdm==0.0.1\n")  # no such release
+    install = dependencies.Install(WorkerConfig(sys.executable, ()), str(target), str(tmp_path / "lock.txt"), online=True)
     with pytest.raises(dependencies.DependencyError) as failed:
         install.wait()
     message = str(failed.value)
     assert message.startswith("pip failed (exit code 1): ") and "tqdm==0.0.1" in message, message
     assert "\n" not in message
     assert [path.name for path in target.iterdir()] == ["kept.txt"]
+    assert [path.name for path in tmp_path.iterdir() if path.name.startswith("site-packages")] == ["site-packages"]
 
 
 def test_pip_failure_picks_the_line_that_says_what_went_wrong():
@@ -188,9 +218,8 @@ def test_pip_failure_picks_the_line_that_says_what_went_wrong():
 
 def test_cancel_kills_pip_and_leaves_the_folder_as_it_was(tmp_path):
     target = tmp_path / "site-packages"
-    requirements = str(ROOT / "engine" / "requirements.txt")
-    constraints = str(ROOT / "engine" / "constraints.txt")
-    install = dependencies.Install(WorkerConfig(sys.executable, ()), str(target), requirements, constraints, online=True)
+    lock_file = package_sets.for_this_machine().package_set.lock
+    install = dependencies.Install(WorkerConfig(sys.executable, ()), str(target), lock_file, online=True)
     deadline = time.monotonic() + 120
     while not install.status.text.startswith("collecting") and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -199,7 +228,7 @@ def test_cancel_kills_pip_and_leaves_the_folder_as_it_was(tmp_path):
     with pytest.raises(dependencies.DependencyError, match="cancelled"):
         install.wait()
     assert install._process.poll() is not None  # pip is gone
-    assert not target.exists()
+    assert not target.exists() and not Path(install.staging).exists()
 
 
 def test_the_worker_check_names_a_missing_package(tmp_path):
@@ -210,4 +239,4 @@ def test_the_worker_check_names_a_missing_package(tmp_path):
     with pytest.raises(dependencies.DependencyError) as failed:
         dependencies.check(WorkerConfig(sys.executable, (str(tmp_path),)), timeout=120)
     assert str(failed.value).startswith("the Python running the engine lacks no-such-package-for-neural-style")
-    assert dependencies.check(WorkerConfig(sys.executable, (str(ROOT),)), timeout=120)["cv2"]
+    assert dependencies.check(WorkerConfig(sys.executable, (str(ROOT),)), timeout=120)["modules"]["cv2"]

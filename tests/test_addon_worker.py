@@ -124,21 +124,21 @@ def test_offline_unless_blender_allows_online_access():
     assert online["PYTHONPATH"].split(os.pathsep)[0] == "/x"
 
 
-def test_install_command_targets_the_user_folder():
+def test_install_command_targets_a_staging_folder_beside_the_user_folder():
     command = preferences.install_command()
     assert command[:4] == [sys.executable, "-m", "pip", "install"]
-    assert command[command.index("--target") + 1] == preferences.site_packages()
-    assert any(req.startswith("torch") for req in command)
+    assert command[command.index("--target") + 1] == preferences.site_packages() + ".partial"
 
 
-def test_installer_installs_the_engines_one_requirement_list_at_the_tested_pins():
-    from setuptools.config.pyprojecttoml import read_configuration
-
-    declared = read_configuration(support.ROOT / "pyproject.toml", expand=True)["project"]["dependencies"]
+def test_installer_installs_the_lock_of_this_machines_package_set():
+    """The lock is the engine's one requirement list resolved for this platform (tests/test_locks.py); pip installs
+    exactly its packages, binary wheels only, and takes torch's build from the PyTorch index where the set says."""
+    chosen = preferences.package_choice().package_set
     command = preferences.install_command()
-    assert command[-len(declared):] == declared  # the same file pyproject.toml reads
-    assert command[command.index("-c") + 1] == os.path.join(preferences.EXTENSION_ROOT, "engine", "constraints.txt")
-    assert command[command.index("--only-binary") + 1] == ":all:"
+    assert command[command.index("-r") + 1] == os.path.join(preferences.EXTENSION_ROOT, "engine", "locks",
+                                                            f"{chosen.name}.txt")
+    assert "--no-deps" in command and command[command.index("--only-binary") + 1] == ":all:"
+    assert ("--extra-index-url" in command) == bool(chosen.torch_build)
 
 
 def test_status_lines_come_from_the_structured_progress_fields():

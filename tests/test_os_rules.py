@@ -72,6 +72,26 @@ def test_blend_relative_paths_never_cross_a_drive(path, blend_dir, system, expec
     assert os_rules.blend_relative(path, blend_dir, system) == expected
 
 
+@pytest.mark.parametrize("path, system, expected", [
+    (r"C:\Users\Zoë\AppData\Roaming\Blender Foundation\x", "windows",
+     r"\\?\C:\Users\Zoë\AppData\Roaming\Blender Foundation\x"),
+    ("C:/Users/a/../b/site-packages", "windows", r"\\?\C:\Users\b\site-packages"),
+    (r"\\nas\share\blender\x", "windows", r"\\?\UNC\nas\share\blender\x"),
+    (r"\\?\C:\x", "windows", r"\\?\C:\x"),
+    ("/home/zoë/x", "linux", "/home/zoë/x"), ("/Users/zoë/x", "macos", "/Users/zoë/x"),
+])
+def test_extended_paths_lift_the_windows_path_limit(path, system, expected):
+    assert os_rules.extended_path(path, system) == expected
+
+
+def test_remove_tree_deletes_what_is_deeper_than_windows_would_allow(tmp_path):
+    deep = tmp_path / "site-packages.old"
+    leaf = deep.joinpath(*["torch-2.13.0+cu130.dist-info", "licenses", "third_party"] + ["kineto"] * 20)
+    leaf.mkdir(parents=True)
+    (leaf / "LICENSE.txt").write_text("x")
+    assert len(str(leaf)) > 260 and os_rules.remove_tree(str(deep)) and not deep.exists()
+
+
 def test_bpys_own_relpath_fails_across_drives_which_is_why_the_rule_exists():
     import ntpath
 
