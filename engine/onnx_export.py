@@ -83,6 +83,12 @@ def check(path: str | os.PathLike) -> None:
         raise EngineError(f"exported model {path} fails onnx.checker: {str(exc).splitlines()[0]}") from None
 
 
+COREML = "CoreMLExecutionProvider"
+# CoreML as an ML Program on the CPU and GPU, in float32: the Neural Engine and the older NeuralNetwork format
+# compute in float16, too coarse for Gram matrices of deep features.
+PROVIDER_OPTIONS = {COREML: {"ModelFormat": "MLProgram", "MLComputeUnits": "CPUAndGPU"}}
+
+
 @functools.lru_cache(maxsize=1)
 def cuda_works() -> bool:
     """True when onnxruntime lists CUDA *and* a session actually gets it.
@@ -113,13 +119,19 @@ def cuda_works() -> bool:
 
 
 def providers(device: str = "auto") -> list[str]:
-    """Execution providers for an engine device name ("auto", "cpu", "cuda", "mps")."""
+    """Execution providers for an engine device name ("auto", "cpu", "cuda", "mps"), from what the installed
+    onnxruntime offers: CUDA (onnxruntime-gpu on Linux and Windows, when it works), CoreML (plain onnxruntime
+    on macOS, for "auto" and "mps"), and always the CPU last."""
+    import onnxruntime as ort
+
     if device == "cuda" and not cuda_works():
         raise EngineError(
             "onnxruntime cannot use CUDA here (onnxruntime-gpu needs the CUDA and cuDNN 9 libraries); use device 'cpu'"
         )
     if device in ("auto", "cuda") and cuda_works():
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device in ("auto", "mps") and COREML in ort.get_available_providers():
+        return [COREML, "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
 
@@ -144,8 +156,10 @@ def _session(path: str, size: int, mtime_ns: int, chosen: tuple[str, ...], arena
     options = ort.SessionOptions()
     options.enable_cpu_mem_arena = arena
     try:
-        return ort.InferenceSession(path, options, providers=list(chosen))
+        return ort.InferenceSession(path, options, providers=[(name, PROVIDER_OPTIONS.get(name, {})) for name in chosen])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+        if COREML in chosen:  # a graph CoreML cannot compile still runs on the CPU
+            return _session(path, size, mtime_ns, ("CPUExecutionProvider",), arena)
         raise EngineError(f"onnxruntime cannot load {path}: {str(exc).splitlines()[0]}") from None
 
 

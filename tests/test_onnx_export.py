@@ -77,3 +77,27 @@ def test_cli_export(tmp_path, capsys):
     assert [o.name for o in onnx.load(str(out)).graph.output] == ["relu1_1", "relu2_1"]
     assert main(["export-onnx", "--layers", "nope", "--weights", "random", "-o", str(tmp_path / "y.onnx")]) == 2
     assert "no layer 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider 'CoreMLExecutionProvider' is not in available provider names")
+def test_providers_follow_what_the_installed_onnxruntime_offers(monkeypatch, tmp_path):
+    """macOS's plain onnxruntime offers CoreML: "auto" and "mps" take it first (as a float32 ML Program), the CPU
+    after it; "cpu" never does; a CUDA-only onnxruntime gives "mps" the CPU.  The session is created for real,
+    with those providers and their options (onnxruntime here has no CoreML, so the CPU runs it)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from engine import onnx_export
+
+    monkeypatch.setattr(onnx_export, "cuda_works", lambda: False)
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CoreMLExecutionProvider", "CPUExecutionProvider"])
+    assert providers("auto") == providers("mps") == ["CoreMLExecutionProvider", "CPUExecutionProvider"]
+    assert providers("cpu") == ["CPUExecutionProvider"]
+    value = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 3, 2, 2]) for n in (INPUT_NAME, "y")]
+    graph = helper.make_graph([helper.make_node("Relu", [INPUT_NAME], ["y"])], "g", value[:1], value[1:])
+    path = tmp_path / "relu.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    image = np.full((1, 3, 2, 2), -1.0, dtype=np.float32)
+    assert run(session(path, "mps"), image)[0].max() == 0.0
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert providers("mps") == ["CPUExecutionProvider"]
