@@ -214,21 +214,22 @@ class NeuralStylePreferences(bpy.types.AddonPreferences):
             row.label(text=f"into {site_packages()}")
             if installing is not None and installing.error:
                 layout.label(text=f"Last install failed: {installing.error}", icon="ERROR")
-        self.draw_package_set(context)
+        _draw_package_set(self, context)
         if not bpy.app.online_access:
             layout.label(text="Online access is off: no package installs or weight downloads", icon="INFO")
 
-    def draw_package_set(self, context) -> None:
-        """What Install Dependencies installs here and why, with its download size; the choices that change it."""
-        layout = self.layout
-        choice = package_choice(context)
-        if choice.package_set is None:
-            layout.label(text=choice.reason, icon="ERROR")
-            return
-        size = package_sets.download_mb(choice.package_set.lock)
-        about = f", about {size / 1000:.1f} GB to download" if size else ""
-        layout.label(text=f"Packages for this machine: {choice.reason}{about}", icon="INFO")
-        if choice.package_set.platform != "macos-arm64":
-            layout.prop(self, "cpu_only")
-        if choice.package_set.torch_build:
-            layout.prop(self, "torch_index")
+
+def _draw_package_set(prefs, context) -> None:
+    """What Install Dependencies installs here and why, with its download size; the choices that change it."""
+    layout = prefs.layout
+    choice = package_choice(context)
+    if choice.package_set is None:
+        layout.label(text=choice.reason, icon="ERROR")
+        return
+    size = package_sets.download_mb(choice.package_set.lock)
+    about = f", about {size / 1000:.1f} GB to download" if size else ""
+    layout.label(text=f"Packages for this machine: {choice.reason}{about}", icon="INFO")
+    if choice.package_set.platform != "macos-arm64":
+        layout.prop(prefs, "cpu_only")
+    if choice.package_set.torch_build:
+        layout.prop(prefs, "torch_index")

@@ -131,7 +131,8 @@ def test_style_slots_are_added_and_removed_by_operators(scene):
 def draw_preferences(ray_address="") -> Layout:
     layout = Layout()
     prefs = SimpleNamespace(layout=layout, python_path="", device="auto", cache_dir="", ray_address=ray_address,
-                            ray_token_file="", bl_rna=preferences.NeuralStylePreferences.bl_rna)
+                            ray_token_file="", cpu_only=False, torch_index="",
+                            bl_rna=preferences.NeuralStylePreferences.bl_rna)
     preferences.NeuralStylePreferences.draw(prefs, bpy.context)
     return layout
 
@@ -148,11 +149,13 @@ def test_preferences_draw_offers_python_device_cache_cluster_and_install(monkeyp
     draw_preferences()  # starts the probe of Blender's Python on a thread
     wait_for_probe()
     layout = draw_preferences()
-    assert layout.names("prop") == ["python_path", "device", "cache_dir", "ray_address"]
-    assert draw_preferences("head:6379").names("prop")[-2:] == ["ray_address", "ray_token_file"]  # with a cluster
+    # This machine (Linux x64, no NVIDIA driver) gets the CPU set, whose torch comes from the PyTorch index.
+    assert layout.names("prop") == ["python_path", "device", "cache_dir", "ray_address", "cpu_only", "torch_index"]
+    assert draw_preferences("head:6379").names("prop")[3:5] == ["ray_address", "ray_token_file"]  # with a cluster
     assert layout.names("operator") == ["neural_style.install_dependencies"]
     assert "Using Blender's Python" in layout.names("label")
-    assert any(text.startswith("torch 2.") for text in layout.names("label"))  # what the probe found
+    assert "Installed: torch 2.13.0, CPU only" in layout.names("label")  # what the probe found, in one line
+    assert "Packages for this machine: no NVIDIA GPU found: CPU only, about 0.5 GB to download" in layout.names("label")
 
 
 def test_preferences_draw_never_waits_for_the_probe(monkeypatch):
