@@ -132,14 +132,21 @@ def stylize_sequence(
     fast=None,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
+    regions: list[dict] | None = None,
+    mattes: list[Path] | None = None,
+    depth_scale: float = 1.0,
 ) -> SequenceResult:
     """Stylize `frames` (paths) into `out_dir/<stem><suffix>` on a Ray cluster; see the module text.
 
     `temporal` is a `TemporalOptions`; `fast` a `FastOptions` for fast mode
-    (None = optimisation).  Returns what was written, what was already there
-    and, per frame, why a frame could not be made (empty when all are present).
+    (None = optimisation).  `regions`, `mattes` and `depth_scale` as for
+    `engine.temporal.stylize_sequence` (each frame's masks from its own
+    render; mask files and renders on shared storage); HDR frames keep their
+    range.  Returns what was written, what was already there and, per frame,
+    why a frame could not be made (empty when all are present).
     """
-    from .temporal import TemporalOptions
+    from .regions import check_shot, mask_files
+    from .temporal import TemporalOptions, shot_mattes
 
     cluster = cluster or ClusterOptions()
     temporal = temporal or TemporalOptions()
@@ -147,6 +154,10 @@ def stylize_sequence(
         raise EngineError("the sequence has no frames")
     if vectors is not None and len(vectors) != len(frames):
         raise EngineError(f"{len(vectors)} motion-vector files for {len(frames)} frames; give one per frame")
+    if fast is not None and (regions is not None or depth_scale < 1):
+        raise EngineError("regions and depth bands work with optimisation, not fast mode")
+    mattes = shot_mattes(frames, vectors, mattes)
+    check_shot(regions, len(frames), mattes, depth_scale)
     out_dir = Path(out_dir)
     outputs = [out_dir / f"{Path(p).stem}{suffix}" for p in frames]
     if any(o.resolve() == Path(p).resolve() for o, p in zip(outputs, frames)):
@@ -162,6 +173,10 @@ def stylize_sequence(
         "frames": [_file_key(p) for p in frames],
         "vectors": [_file_key(p) for p in vectors] if vectors else None,
         "chunk": [cluster.chunk, cluster.overlap] if temporal.enabled else [1, 0],
+        "regions": regions,
+        "masks": [_file_key(p) for p in mask_files(regions)],
+        "mattes": [_file_key(p) for p in mattes] if mattes and (regions is not None or depth_scale < 1) else None,
+        "depth_scale": depth_scale,
     }
     fingerprint = data_digest(record)
     work = out_dir / CHUNKS
@@ -183,11 +198,14 @@ def stylize_sequence(
             "options": options.to_dict(),
             "temporal": temporal.to_dict(),
             "work": str(work),
+            "regions": regions,
+            "mattes": [str(p) for p in mattes] if mattes else None,
+            "depth_scale": depth_scale,
         }
         if fast is not None:
             job["model"] = _train_fast(ray, frames, styles, options, fast, out_dir, cluster)
         failed = _run_chunks(ray, job, ray.put(styles), chunks, cluster, progress, cancel, started)
-    written = _compose(chunks, outputs, work, failed)
+    written = _compose(chunks, outputs, frames, work, failed)
     if not failed:
         shutil.rmtree(work, ignore_errors=True)
     return SequenceResult(written, skipped, failed, time.perf_counter() - started, nodes)
@@ -409,7 +427,9 @@ def _chunk_path(work: Path, chunk: Chunk, frame: int) -> Path:
 
 
 def _chunk_task(job: dict, chunk_fields: dict, styles: list[np.ndarray]) -> int:
-    """Stylize one chunk's frames in order, resuming after the last frame already on disk."""
+    """Stylize one chunk's frames in order, resuming after the last frame already on disk.  The results stay in
+    the frames' display range (engine.hdr); `_compose` gives them back their own."""
+    from .regions import for_frame
     from .temporal import TemporalOptions, frame_motion, read_frame, stylize_frame
 
     chunk = Chunk(**chunk_fields)
@@ -431,7 +451,9 @@ def _chunk_task(job: dict, chunk_fields: dict, styles: list[np.ndarray]) -> int:
             if "model" in job:
                 result = _fast_frame(job["model"], frame.content, options, temporal, previous, motion)
             else:
-                result = stylize_frame(frame.content, styles, options, temporal, previous, motion)
+                regions = for_frame(job["regions"], *frame.content.shape[:2], len(styles), options,
+                                    job["mattes"][index] if job["mattes"] else None, job["depth_scale"], index)
+                result = stylize_frame(frame.content, styles, options, temporal, previous, motion, regions=regions)
             with atomic_write(path) as tmp:
                 np.save(tmp, result.astype(np.float32))
             made += 1
@@ -456,9 +478,12 @@ def _train_task(frames: list[str], style: np.ndarray, options: dict, fast: dict,
     return str(train(frames, style, StyleOptions.from_dict(options), FastOptions.from_dict(fast), model_dir))
 
 
-def _compose(chunks: list[Chunk], outputs: list[Path], work: Path, failed: dict[str, str]) -> list[Path]:
-    """Write the final frames: each owned frame, cross-faded with the next chunk's lead-in where it has one."""
+def _compose(chunks: list[Chunk], outputs: list[Path], frames: list[Path], work: Path,
+             failed: dict[str, str]) -> list[Path]:
+    """Write the final frames: each owned frame, cross-faded with the next chunk's lead-in where it has one, in
+    its frame's own range (HDR highlights back above 1)."""
     from .images import write_image
+    from .temporal import display_frame
 
     by_frame: dict[int, list[tuple[Chunk, Path]]] = {}
     for chunk in chunks:
@@ -476,5 +501,6 @@ def _compose(chunks: list[Chunk], outputs: list[Path], work: Path, failed: dict[
             if chunk.lead <= index < chunk.start:  # the next chunk's lead-in: fade it in
                 share = fade_weight(chunk, index)
                 image = (1 - share) * image + share * np.load(path)
-        written.append(write_image(outputs[index], image.astype(np.float32)))
+        _, restore = display_frame(frames[index])
+        written.append(write_image(outputs[index], restore(image.astype(np.float32)), protect=tuple(frames)))
     return written

@@ -52,10 +52,11 @@ def is_multilayer(path: str | Path) -> bool:
     return any(name.endswith(".Combined.R") for name in _channels(Path(path), header_only=True))
 
 
-def read_render(path: str | Path) -> Render:
+def read_render(path: str | Path, hdr: bool = False) -> Render:
     """Read the Combined pass (as straight-alpha sRGB), the Vector and the Depth pass of a Blender multilayer EXR.
 
-    With several view layers, the first by name that has a Combined pass is used.
+    With several view layers, the first by name that has a Combined pass is used.  With `hdr`, colours above 1
+    are kept (extended sRGB, for engine.hdr); otherwise they are clipped.
     """
     path = Path(path)
     channels = _channels(path)
@@ -66,11 +67,11 @@ def read_render(path: str | Path) -> Render:
     rgb = np.stack([channels[f"{layer}.Combined.{c}"] for c in "RGB"], axis=2)
     alpha = channels.get(f"{layer}.Combined.A")
     if alpha is None:
-        image = linear_to_srgb(rgb)
+        image = linear_to_srgb(rgb, hdr=hdr)
     else:  # Blender's EXR colour is premultiplied; the engine's arrays have straight alpha
         alpha = np.clip(alpha, 0, 1)[..., None]
         straight = np.divide(rgb, alpha, out=np.zeros_like(rgb), where=alpha > 0)
-        image = np.concatenate([linear_to_srgb(straight), alpha], axis=2)
+        image = np.concatenate([linear_to_srgb(straight, hdr=hdr), alpha], axis=2)
     depth = channels.get(f"{layer}.Depth.Z")
     vector = [channels.get(f"{layer}.Vector.{c}") for c in "XYZW"]
     if any(v is None for v in vector):

@@ -21,7 +21,9 @@ a pixel the stylization left alone comes back exactly, and a highlight the
 stylization darkened or recoloured keeps that change in proportion instead of
 being blown out or lost.  The result is limited to the input's brightest value.
 The curve does not depend on the image, so frames of a sequence get the same
-one.  Images with nothing above 1 pass through unchanged.
+one.  Images with nothing above 1 pass through unchanged, unless `always` says
+the image is scene-referred whatever its values (a shot's EXR frames: a frame
+whose highlights happen to stay below 1 then looks like its neighbours).
 """
 
 from __future__ import annotations
@@ -60,18 +62,18 @@ def expand(y: np.ndarray, peak: float) -> np.ndarray:
     return np.where(y > KNEE, np.minimum(KNEE + inverse, peak), y).astype(np.float32)
 
 
-def to_display(image: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+def to_display(image: np.ndarray, always: bool = False) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
     """(display image in [0, 1], restore): `restore(stylized)` brings back the dynamic range.
 
     `stylized` may have another size than `image` (the gain is taken from the
     display image resized to it).  Alpha passes through untouched.  For an image
     without values above 1 the display image is `image` itself and `restore`
-    returns its argument.
+    returns its argument, unless `always` (see the module text).
     """
-    if not is_hdr(image):
+    if not (is_hdr(image) or always):
         return image, lambda result: result
     image = np.asarray(image, dtype=np.float32)
-    peak = float(image[..., :3].max())
+    peak = max(float(image[..., :3].max(initial=0.0)), 1.0)
     display = np.concatenate([compress(image[..., :3]), image[..., 3:]], axis=2)
 
     def restore(result: np.ndarray) -> np.ndarray:

@@ -175,7 +175,8 @@ def mask_tensor(mask: np.ndarray, height: int, width: int, device: torch.device)
 # ---------------------------------------------------------------------------------------------------------------
 # The JSON form: {"styles": [0, 1], "blend": [...], "style_scale": 0.5, "weight": 1.0, "mask": MASK}, where MASK is
 # {"file": "a.npy" or an image}, {"object": [names]}, {"material": [names]} (Cryptomatte coverage in the `mattes`
-# render) or "rest" (1 - the other regions' masks).
+# render) or "rest" (1 - the other regions' masks).  For a shot, MASK may also be {"files": [one per frame]}, and
+# `mattes` is each frame's own render (`for_frame`).
 
 REGION_FIELDS = ("styles", "blend", "style_scale", "weight", "mask")
 
@@ -214,6 +215,64 @@ def resolve(specs: list[dict], height: int, width: int, mattes: str | Path | Non
         regions.append(Region(mask, tuple(styles), tuple(blend) if blend is not None else None,
                               spec.get("style_scale"), 1.0 if spec.get("weight") is None else spec["weight"]))
     return regions
+
+
+def for_frame(specs: list[dict] | None, height: int, width: int, style_count: int, options, mattes=None,
+              depth_scale: float = 1.0, index: int | None = None) -> list[Region] | None:
+    """The regions of one image or of frame `index` of a shot: masks from files (a shot's {"files": [...]}: this
+    frame's), Cryptomatte masks from `mattes` (this frame's render), and with `depth_scale` below 1 each region
+    (or the whole picture) split by the Depth pass of `mattes` (`finer_with_distance`).  None: no regions."""
+    regions = None
+    if specs is not None:
+        if index is not None:
+            specs = [_this_frame(spec, index) for spec in specs]
+        regions = resolve(specs, height, width, mattes=mattes)
+    if depth_scale < 1:
+        from .exr import read_render
+
+        if mattes is None:
+            raise EngineError("depth_scale needs the render's multilayer EXR (mattes) with its Depth pass")
+        depth = read_render(mattes).depth
+        if depth is None:
+            raise EngineError(f"{mattes} has no Depth pass; render with the Z pass on")
+        regions = finer_with_distance(regions, style_count, depth, depth_scale, options.style_scale,
+                                      options.style_blend_weights)
+    return regions
+
+
+def _this_frame(spec, index: int):
+    mask = spec.get("mask") if isinstance(spec, dict) else None
+    if isinstance(mask, dict) and set(mask) == {"files"}:
+        return {**spec, "mask": {"file": mask["files"][index]}}
+    return spec
+
+
+def check_shot(specs: list[dict] | None, frames: int, mattes: list | None, depth_scale: float = 1.0) -> None:
+    """Before any frame of a shot is made: per-frame mask lists and renders that cover every frame, and renders
+    wherever Cryptomatte masks or depth bands need them."""
+    needs_renders = depth_scale < 1
+    for number, spec in enumerate(specs or [], 1):
+        mask = spec.get("mask") if isinstance(spec, dict) else None
+        if isinstance(mask, dict) and set(mask) == {"files"}:
+            if not isinstance(mask["files"], list) or len(mask["files"]) != frames:
+                count = len(mask["files"]) if isinstance(mask["files"], list) else "no list of"
+                raise EngineError(f"the mask of region {number} lists {count} files for {frames} frames; give one "
+                                  "per frame")
+        needs_renders |= isinstance(mask, dict) and bool(set(mask) & {"object", "material"})
+    if needs_renders and mattes is None:
+        raise EngineError("Cryptomatte masks and depth bands need each frame's multilayer EXR render (mattes)")
+    if mattes is not None and len(mattes) != frames:
+        raise EngineError(f"{len(mattes)} renders (mattes) for {frames} frames; give one per frame")
+
+
+def mask_files(specs: list[dict] | None) -> list[str]:
+    """Every mask file the specs name (what a shot's record fingerprints besides the specs themselves)."""
+    found = []
+    for spec in specs or []:
+        mask = spec.get("mask") if isinstance(spec, dict) else None
+        if isinstance(mask, dict):
+            found += [mask["file"]] if "file" in mask else list(mask.get("files", []))
+    return found
 
 
 def _mask_of(spec, number: int, height: int, width: int, mattes, passes: list) -> np.ndarray | None:

@@ -17,11 +17,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
-from . import exr
+from . import exr, hdr
 from .errors import EngineError
 from .flow import Motion, flows_from_images, warp
 from .images import read_image, resize, write_image
@@ -29,7 +30,7 @@ from .optimize import ExtraLoss
 from .options import JsonOptions, StyleOptions
 from .pipeline import output_shape, stylize
 from .progress import CancelFn, Progress, ProgressFn
-from .regions import Region, keep_content, keep_mask
+from .regions import Region, check_shot, for_frame, keep_content, keep_mask
 from .tensors import to_tensor
 from .trust import COLOUR_TOLERANCE, FEATHER, trust_mask
 
@@ -76,23 +77,44 @@ class TemporalOptions(JsonOptions):
 
 
 
+def _unchanged(result: np.ndarray) -> np.ndarray:
+    return result
+
+
 @dataclass(frozen=True)
 class Frame:
-    """One input frame: sRGB content and, when rendered with them, Blender's motion vectors and depth."""
+    """One input frame: sRGB content in [0, 1] and, when rendered with them, Blender's motion vectors and depth.
+
+    A high-dynamic-range frame's content is its display version (engine.hdr); `restore` gives a result made
+    from it the frame's own range back, highlights above 1 included.
+    """
 
     content: np.ndarray
     to_prev: np.ndarray | None = None
     to_next: np.ndarray | None = None
     depth: np.ndarray | None = None
+    restore: Callable[[np.ndarray], np.ndarray] = _unchanged
+
+
+def display_frame(path: str | Path) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """A frame file's content for stylizing and the `restore` of its range (see `Frame`).
+
+    Everything temporal (flow, trust, the warped previous result) works on the display version, so an HDR shot
+    is coherent in the values the networks see.  EXR frames are scene-referred: all of them go through the
+    tone curve, so a frame whose highlights stay below 1 matches its neighbours.
+    """
+    render = exr.read_render(path, hdr=True) if exr.is_multilayer(path) else None
+    content = render.image if render is not None else read_image(path, hdr=True)
+    return hdr.to_display(content, always=Path(path).suffix.lower() == ".exr")
 
 
 def read_frame(path: str | Path, vectors: str | Path | None = None) -> Frame:
     """A frame from an image file; a Blender multilayer EXR (the frame itself or `vectors`) adds its motion."""
-    render = exr.read_render(path) if exr.is_multilayer(path) else None
-    content = render.image if render is not None else read_image(path)
-    if vectors is not None or render is None:
-        return frame_with_vectors(content, vectors)
-    return Frame(content, render.to_prev, render.to_next, render.depth)
+    content, restore = display_frame(path)
+    render = exr.read_render(path) if vectors is None and exr.is_multilayer(path) else None
+    if render is None:
+        return dataclasses.replace(frame_with_vectors(content, vectors), restore=restore)
+    return Frame(content, render.to_prev, render.to_next, render.depth, restore)
 
 
 def frame_with_vectors(content: np.ndarray, vectors: str | Path | None) -> Frame:
@@ -250,6 +272,16 @@ def sequence_progress(progress: ProgressFn | None, index: int, count: int) -> Pr
     return report
 
 
+def shot_mattes(frames: list[Path], vectors: list[Path] | None, mattes: list[Path] | None) -> list[Path] | None:
+    """Each frame's render with its Cryptomatte and Depth passes: `mattes` when given, else the motion-vector
+    EXRs, else the frames themselves when they are Blender multilayer EXRs."""
+    if mattes is not None:
+        return list(mattes)
+    if vectors is not None:
+        return list(vectors)
+    return list(frames) if frames and exr.is_multilayer(frames[0]) else None
+
+
 def stylize_sequence(
     frames: list[Path],
     styles: list[np.ndarray],
@@ -260,15 +292,24 @@ def stylize_sequence(
     suffix: str = ".png",
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
+    regions: list[dict] | None = None,
+    mattes: list[Path] | None = None,
+    depth_scale: float = 1.0,
 ) -> list[Path]:
     """Stylize image files in order into out_dir/<frame stem><suffix>; returns the written paths.
 
     `vectors` optionally lists one Blender multilayer EXR per frame whose
-    Vector pass describes that frame's motion.  Each frame is written as soon
-    as it is done, so a cancelled run keeps what it finished.
+    Vector pass describes that frame's motion.  `regions` (engine/regions.py's
+    JSON form; a mask may be {"files": [one per frame]}) give parts of each
+    frame their own styles, Cryptomatte masks and `depth_scale` bands coming
+    from each frame's render (`shot_mattes`).  HDR frames keep their range
+    (`Frame.restore`; write EXR to keep it on disk).  Each frame is written as
+    soon as it is done, so a cancelled run keeps what it finished.
     """
     if vectors is not None and len(vectors) != len(frames):
         raise EngineError(f"{len(vectors)} motion-vector files for {len(frames)} frames; give one per frame")
+    mattes = shot_mattes(frames, vectors, mattes)
+    check_shot(regions, len(frames), mattes, depth_scale)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -279,7 +320,10 @@ def stylize_sequence(
         result = stylize_frame(
             frame.content, styles, options, temporal, before[1] if before else None, motion,
             sequence_progress(progress, index, len(frames)), cancel,
+            for_frame(regions, *frame.content.shape[:2], len(styles), options,
+                      mattes[index] if mattes else None, depth_scale, index),
         )
-        written.append(write_image(out_dir / f"{Path(path).stem}{suffix}", result, protect=tuple(frames)))
+        written.append(write_image(out_dir / f"{Path(path).stem}{suffix}", frame.restore(result),
+                                   protect=tuple(frames)))
         before = (frame, result)
     return written

@@ -275,9 +275,10 @@ def _fast_options():
     return FastOptions
 
 
-def region_specs(value, name: str) -> list[dict]:
+def region_specs(value, name: str, per_frame: bool = False) -> list[dict]:
     """Spatial control regions (engine/regions.py, docs/worker-protocol.md): their shape here, their masks
-    when the job runs; mask files are inputs."""
+    when the job runs; mask files are inputs.  `per_frame` (a shot): a mask may also be {"files": [...]}, one
+    per frame."""
     from .regions import REGION_FIELDS, REST
 
     if not isinstance(value, list) or not value:
@@ -293,11 +294,19 @@ def region_specs(value, name: str) -> list[dict]:
         mask = spec.get("mask")
         if isinstance(mask, dict) and set(mask) == {"file"}:
             mask = {"file": input_file(mask["file"], f"{where}.mask.file")}
+        elif per_frame and isinstance(mask, dict) and set(mask) == {"files"}:
+            mask = {"files": non_empty_list(input_file)(mask["files"], f"{where}.mask.files")}
         elif not (mask == REST or (isinstance(mask, dict) and len(mask) == 1 and set(mask) <= {"object", "material"})):
-            raise _expected(f"{where}.mask", '"rest", {"file": path}, {"object": [names]} or {"material": [names]}',
-                            mask)
+            files = ', {"files": [one per frame]}' if per_frame else ""
+            raise _expected(f"{where}.mask",
+                            f'"rest", {{"file": path}}{files}, {{"object": [names]}} or {{"material": [names]}}', mask)
         specs.append({**spec, "mask": mask})
     return specs
+
+
+def shot_region_specs(value, name: str) -> list[dict]:
+    """A shot's regions (`stylize_sequence`): masks may be per frame."""
+    return region_specs(value, name, per_frame=True)
 
 
 TEMPORAL = object_of({
@@ -372,13 +381,9 @@ def run_stylize(job: Job) -> dict:
     styles = [load_array(path, "style") for path in f["styles"]]
     options = f["options"] or StyleOptions()
     every, preview = f["preview_every"] or 0, f["preview"]
-    regions = None
-    if f["regions"] is not None:
-        from .regions import resolve
+    from .regions import for_frame  # torch loads with the first job
 
-        regions = resolve(f["regions"], *content.shape[:2], mattes=f["mattes"])
-    if f["depth_scale"] is not None and f["depth_scale"] < 1:
-        regions = depth_regions(regions, len(styles), options, f["mattes"], f["depth_scale"])
+    regions = for_frame(f["regions"], *content.shape[:2], len(styles), options, f["mattes"], f["depth_scale"] or 1.0)
 
     def progress(p) -> None:
         job.progress(p)
@@ -398,19 +403,6 @@ def run_stylize(job: Job) -> dict:
         result = stylize(content, styles, options, progress=progress, cancel=job.cancel, regions=regions)
     save_array(f["output"], result)
     return {"output": f["output"], "shape": list(result.shape)}
-
-
-def depth_regions(regions, style_count: int, options: StyleOptions, mattes: str | None, far: float):
-    """`regions` (or the whole picture) split by the Depth pass of `mattes`: strokes finer with distance."""
-    from .exr import read_render
-    from .regions import finer_with_distance
-
-    if mattes is None:
-        raise EngineError("depth_scale needs the render's multilayer EXR (mattes) with its Depth pass")
-    depth = read_render(mattes).depth
-    if depth is None:
-        raise EngineError(f"{mattes} has no Depth pass; render with the Z pass on")
-    return finer_with_distance(regions, style_count, depth, far, options.style_scale, options.style_blend_weights)
 
 
 def run_fast_train(job: Job) -> dict:
@@ -468,7 +460,8 @@ def run_stylize_sequence(job: Job) -> dict:
         [Path(p) for p in f["frames"]], [load_array(path, "style") for path in f["styles"]],
         f["options"] or StyleOptions(), f["temporal_options"] or _temporal_options()(), f["output_dir"],
         f["cluster"] or _cluster_options()(), [Path(p) for p in f["vectors"]] if f["vectors"] else None,
-        fast=f["fast"], progress=job.progress, cancel=job.cancel,
+        fast=f["fast"], progress=job.progress, cancel=job.cancel, regions=f["regions"],
+        mattes=[Path(p) for p in f["mattes"]] if f["mattes"] else None, depth_scale=f["depth_scale"] or 1.0,
     )
     if result.failed:
         names = ", ".join(sorted(result.failed))
@@ -537,6 +530,8 @@ COMMANDS: dict[str, Command] = {
         "options": (options_of(lambda: StyleOptions), False), "temporal_options": (options_of(_temporal_options), False),
         "cluster": (options_of(_cluster_options), False), "fast": (options_of(_fast_options), False),
         "vectors": (non_empty_list(input_file), False), "output_dir": (writable_folder, True),
+        "regions": (shot_region_specs, False), "mattes": (non_empty_list(input_file), False),
+        "depth_scale": (number(0.05, 1.0), False),
     }, run_stylize_sequence),
     "connect_cluster": Command({"id": ID, "cluster": (options_of(_cluster_options), True)}, run_connect_cluster),
     "check": Command({"id": ID}, run_check),

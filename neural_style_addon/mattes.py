@@ -102,19 +102,17 @@ def needs_passes(job: Job) -> bool:
 
 
 def check_limits(job: Job, animation: bool) -> None:
-    """Limits and Far Stroke Size need a render (the passes come from it) and one worker doing every frame."""
+    """Limits and Far Stroke Size need a render (the passes come from it) and optimisation (not fast mode)."""
     if not needs_passes(job):
         return
     if is_limited(job.styles):
-        what, need, work, do = "styles limited to objects or materials", "need", "work", "do"
+        what, need, work = "styles limited to objects or materials", "need", "work"
     else:
-        what, need, work, do = "Far Stroke Size", "needs", "works", "does"
+        what, need, work = "Far Stroke Size", "needs", "works"
     if job.source != "RENDER" and not (job.image is not None and job.image.type == "RENDER_RESULT"):
         raise StyleError(f"{what} {need} the render as the source: the masks and depth come from its passes")
     if animation and job.animation_mode == "FAST":
         raise StyleError(f"{what} {work} with Optimize, not Fast mode")
-    if animation and job.ray_address:
-        raise StyleError(f"{what} {do} not run on a Ray cluster yet; clear the Ray address in the preferences")
 
 
 def enable_passes(scene: bpy.types.Scene, wanted: set[str], depth: bool = False) -> dict:

@@ -246,11 +246,13 @@ def frames_to_do(job: Job, fingerprints: dict[int, str]) -> list[int]:
 
 
 def stylize_on_cluster(task: Task, job: Job, todo: list[int], read: animation.FrameReader, style_paths: list[str],
-                       fingerprints: dict[int, str], made: dict, workdir: str, with_vectors: bool):
+                       fingerprints: dict[int, str], made: dict, with_vectors: bool, passes_dir: str | None):
     """The whole shot as one `stylize_sequence` job on a Ray cluster (engine/distributed.py).
 
     The frames are rendered (or read) first, all of them, into `<out_dir>/.shot/` as 8-bit sRGB PNGs that every
-    node can read (out_dir must be shared storage; the Vector/Depth passes are in `<out_dir>/.motion/` already).
+    node can read (out_dir must be shared storage; the Vector/Depth and Cryptomatte passes are in
+    `<out_dir>/.motion/`, `passes_dir`, as each frame is rendered).  Styles limited to objects or materials and Far
+    Stroke Size go along as the job's regions, each frame's masks from its own render.
     The cluster writes its results beside them; each is fitted to its source and saved as `frame_####.png`
     like a frame made here, and `.shot/` is removed once every frame is in place.
     """
@@ -260,19 +262,23 @@ def stylize_on_cluster(task: Task, job: Job, todo: list[int], read: animation.Fr
     shot = os.path.join(job.out_dir, ".shot")
     results = os.path.join(shot, "stylized")
     os.makedirs(results, exist_ok=True)
-    frames, vectors, contents = [], [], {}
+    frames, renders, contents = [], [], {}
     for index, frame in enumerate(todo, start=1):
         label = f"Frame {index} of {len(todo)}: "
         yield Status(f"{label}{'reading' if job.source == 'SEQUENCE' else 'rendering'} for the cluster", 0.0, label)
         contents[frame] = animation.frame_path(shot, frame)
         image_bridge.save_png(read(frame), contents[frame])
         frames.append(contents[frame])
-        vectors.append(animation.motion_path(job.out_dir, frame))
+        if passes_dir is not None:
+            renders.append(animation.motion_path(passes_dir, frame))
+    regions = mattes.region_specs(job.styles)
     temporal = job.temporal if job.temporal and job.temporal.get("enabled", True) else {"enabled": False}
     job_id = send_job(task, {
         "cmd": "stylize_sequence", "frames": frames, "styles": style_paths, "options": job.options,
         "temporal_options": temporal, "cluster": cluster, "output_dir": results,
-        **({"vectors": vectors} if with_vectors else {}),
+        **({"vectors": renders} if with_vectors else {}),
+        **({"regions": regions} if regions else {}),
+        **({"mattes": renders, "depth_scale": job.depth_scale} if mattes.needs_passes(job) else {}),
         **({"fast": job.fast or {}} if job.animation_mode == "FAST" else {}),
     })
     yield from follow(task, job_id, "Cluster: ")
@@ -305,8 +311,9 @@ def stylize_animation_steps(task: Task, job: Job):
             passes_dir = None  # where each render's passes are saved (vectors, depth, Cryptomatte)
             if from_folder:
                 read = animation.sequence_reader(job.sequence_dir)
-            else:
-                passes_dir = job.out_dir if saved is not None else workdir if passes else None
+            else:  # a cluster reads the passes too: they go beside the frames, on shared storage
+                passes_dir = job.out_dir if saved is not None or (passes and job.ray_address) else \
+                    workdir if passes else None
                 if passes_dir is not None:
                     os.makedirs(os.path.dirname(animation.motion_path(passes_dir, 0)), exist_ok=True)
                 read = animation.render_reader(scene, workdir, passes_dir)
@@ -314,8 +321,8 @@ def stylize_animation_steps(task: Task, job: Job):
             content_path = os.path.join(workdir, "content.npy")
             model = None
             if job.ray_address and todo:
-                yield from stylize_on_cluster(task, job, todo, read, style_paths, fingerprints, made, workdir,
-                                              saved is not None)
+                yield from stylize_on_cluster(task, job, todo, read, style_paths, fingerprints, made,
+                                              saved is not None, passes_dir)
                 todo = []
             if job.animation_mode == "FAST" and todo:
                 read, model = yield from train_fast(task, job, todo, read, style_paths, workdir)

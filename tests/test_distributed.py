@@ -29,6 +29,7 @@ from engine.images import read_image, write_image
 
 RAY = Path(sys.executable).with_name("ray")
 CLI = Path(sys.executable).with_name("neural-style")
+SAMPLES = Path(__file__).resolve().parents[1] / "engine" / "samples"
 STYLE = Path(__file__).resolve().parents[1] / "engine" / "samples" / "style.png"
 
 
@@ -163,11 +164,43 @@ def shot(tmp_path_factory) -> Path:
     return folder
 
 
-def stylize_sequence(shot: Path, out: Path, address: str, env: dict, **popen) -> subprocess.Popen:
-    args = [CLI, "stylize-sequence", str(shot), str(STYLE), "-o", str(out), "--ray", address, "--chunk", "2",
+SQUARE = (3.0, 2.2, 0.8)  # a highlight: sRGB-encoded values above 1 (scene-linear up to about 11)
+
+
+def square_at(i: int) -> tuple[slice, slice]:
+    return slice(8, 16), slice(3 + 4 * i, 11 + 4 * i)
+
+
+@pytest.fixture(scope="module")
+def hdr_shot(tmp_path_factory) -> Path:
+    """Six scene-linear EXR frames of a bright square moving over a gradient, and two mask folders, one mask per
+    frame: `square/` follows the square (a Limit To on a moving object), `floor/` is the bottom strip."""
+    folder = tmp_path_factory.mktemp("hdr_shot")
+    for name in ("frames", "square", "floor"):
+        (folder / name).mkdir()
+    y, x = np.mgrid[0:24, 0:32] / 32.0
+    for i in range(6):
+        frame = np.stack([0.2 + 0.5 * x, 0.3 + 0.4 * y, 0.6 - 0.3 * x], axis=2).astype(np.float32)
+        frame[square_at(i)] = SQUARE
+        write_image(folder / "frames" / f"frame_{i + 1:04d}.exr", frame)
+        square, floor = np.zeros((24, 32, 3), np.float32), np.zeros((24, 32, 3), np.float32)
+        square[square_at(i)] = 1
+        floor[19:] = 1
+        write_image(folder / "square" / f"mask_{i + 1:04d}.png", square)
+        write_image(folder / "floor" / f"mask_{i + 1:04d}.png", floor)
+    return folder
+
+
+def stylize_sequence(shot: Path, out: Path, address: str, env: dict, *extra: str) -> subprocess.Popen:
+    """`stylize-sequence` of `shot` (a folder of frames, or an `hdr_shot` with its two regions) on the cluster."""
+    if (shot / "frames").is_dir():  # two styles, each limited to its masks; EXR in, EXR out
+        extra = (str(SAMPLES / "content.png"), "--mask", str(shot / "square"), "--mask", str(shot / "floor"),
+                 "--format", "exr", *extra)
+        shot = shot / "frames"
+    args = [CLI, "stylize-sequence", str(shot), str(STYLE), *extra, "-o", str(out), "--ray", address, "--chunk", "2",
             "--overlap", "1", "--flow", "opencv", "--weights", "random", "--size", "32", "-n", "3", "--seed", "1",
             "--scales", "1", "--quiet"]
-    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_the_worker_submits_a_shot_and_reports_each_frame(cluster, shot, tmp_path):
@@ -207,17 +240,16 @@ def test_the_worker_submits_a_shot_and_reports_each_frame(cluster, shot, tmp_pat
 
 
 def test_blender_submits_the_shot_to_the_cluster(cluster, style, tmp_path):
-    """Stylize Animation with a Ray address: rendered frames go to the cluster, results come back as frames."""
-    import addon_support as support
+    """Stylize Animation with a Ray address and a style limited to the moving cube: rendered frames and their
+    Cryptomatte passes go to the cluster, results come back as frames, everything but the cube as rendered."""
     import bpy
+    from test_addon_regions import cube_coverage, limited_scene
 
-    from neural_style_addon import api, folder_record, image_bridge
+    from neural_style_addon import api, folder_record, image_bridge, mattes
 
-    scene = support.fresh_scene()
+    scene, cube = limited_scene(style)
     scene.cycles.samples = 1
     scene.frame_start, scene.frame_end = 1, 3
-    support.plumbing_settings(scene, style)
-    cube = bpy.data.objects["Cube"]
     for frame, x in ((1, -1.0), (3, 1.0)):
         cube.location.x = x
         cube.keyframe_insert("location", index=0, frame=frame)
@@ -225,10 +257,20 @@ def test_blender_submits_the_shot_to_the_cluster(cluster, style, tmp_path):
     paths = api.stylize_animation(out_dir=str(out), scene=scene, ray_address=cluster["address"],
                                   ray_token_file=cluster["token_file"])
     assert [Path(p).name for p in paths] == ["frame_0001.png", "frame_0002.png", "frame_0003.png"]
-    first, last = (image_bridge.load_image_file(p) for p in (paths[0], paths[2]))
-    assert first.shape == (24, 32, 4) and np.abs(first - last).max() > 0.05
     assert not (out / ".shot").exists()
     assert sorted(folder_record.load(str(out))) == [1, 2, 3]
+    assert not scene.view_layers[0].use_pass_cryptomatte_object  # restored
+    for frame, path in zip((1, 3), (paths[0], paths[2])):
+        scene.frame_set(frame)
+        saved = mattes.enable_passes(scene, {"object"})
+        bpy.ops.render.render()
+        mattes.restore_passes(scene, saved)
+        rendered = image_bridge.read_render_result(scene, str(tmp_path))
+        coverage = cube_coverage(scene, tmp_path)
+        result = image_bridge.load_image_file(path)
+        assert result.shape == (24, 32, 4) and (coverage == 0).sum() > 100 and (coverage == 1).sum() > 20
+        np.testing.assert_allclose(result[coverage == 0][:, :3], rendered[coverage == 0][:, :3], atol=1.5 / 255)
+        assert np.abs(result[coverage == 1][:, :3] - rendered[coverage == 1][:, :3]).mean() > 0.02
 
 
 def gradient_content(tmp_path) -> np.ndarray:
@@ -273,7 +315,10 @@ def test_regions_of_a_large_image_travel_with_its_tiles(cluster, tmp_path):
     assert np.abs(spread[:, :56] - content[:, :56]).mean() > 0.003  # the masked half is stylized (0.0049)
 
 
-def test_a_node_dies_mid_shot_and_the_shot_completes(cluster, shot, tmp_path):
+def test_a_node_dies_mid_shot_and_the_shot_completes(cluster, hdr_shot, tmp_path):
+    """An HDR shot with two regions (a style on the moving square, another on the floor, the rest kept); the
+    second node is killed as soon as the first frame lands."""
+    shot = hdr_shot
     out = tmp_path / "distributed"
     killed = threading.Event()
 
@@ -292,9 +337,17 @@ def test_a_node_dies_mid_shot_and_the_shot_completes(cluster, shot, tmp_path):
     _, err = run.communicate(timeout=400)
     assert run.returncode == 0, err
     assert killed.is_set(), "the second node was never killed: the test did not test a failure"
-    frames = sorted(p.name for p in out.glob("*.png"))
-    assert frames == [f"frame_{i:04d}.png" for i in range(1, 7)]
+    frames = sorted(p.name for p in out.glob("*.exr"))
+    assert frames == [f"frame_{i:04d}.exr" for i in range(1, 7)]
     assert not (out / CHUNKS).exists()  # intermediate frames are cleared once the shot is complete
+    for i, name in enumerate(frames):
+        content, result = read_image(shot / "frames" / name, hdr=True), read_image(out / name, hdr=True)
+        kept = np.ones((24, 32), bool)
+        kept[7:17, 2 + 4 * i: 12 + 4 * i] = kept[18:] = False  # the two regions, and a pixel around them
+        np.testing.assert_allclose(result[kept], content[kept], atol=1e-4)  # the rest stays as it was
+        assert result[square_at(i)].max() > 2.0  # the highlight keeps its range (3.0 in, clipped at 1 before)
+        assert np.abs(result[square_at(i)] - content[square_at(i)]).mean() > 0.01  # ... and is stylized
+        assert np.abs(result[20:] - content[20:]).mean() > 1e-3  # the floor too (0.002 with 3 random-weight steps)
 
     # The same shot on the head alone (the second node is gone): identical frames.
     single = tmp_path / "single"
@@ -302,7 +355,7 @@ def test_a_node_dies_mid_shot_and_the_shot_completes(cluster, shot, tmp_path):
     _, err = run.communicate(timeout=400)
     assert run.returncode == 0, err
     for name in frames:
-        np.testing.assert_array_equal(read_image(out / name), read_image(single / name))
+        np.testing.assert_array_equal(read_image(out / name, hdr=True), read_image(single / name, hdr=True))
 
     # A rerun with the same settings finds every frame done and rewrites nothing.
     stamps = {name: (out / name).stat().st_mtime_ns for name in frames}
@@ -456,5 +509,6 @@ def test_blender_reports_the_same_sentence(cluster, style, tmp_path):
     with pytest.raises(StyleError) as error:
         api.stylize_animation(out_dir=str(tmp_path / "frames"), scene=scene, ray_address=cluster["address"],
                               ray_token_file=str(other))
+    assert not (tmp_path / "frames" / ".shot").exists()  # refused before any frame was rendered
     assert str(error.value) == (f"the Ray cluster at {cluster['address']} refused the token from {other}: it is not "
                                 "the head node's token; copy the one `ray get-auth-token` prints on the head node")

@@ -244,14 +244,77 @@ def test_depth_bands_sum_to_one_and_strokes_shrink_with_distance():
 
 
 def test_worker_depth_scale_reads_the_depth_pass(crypto_render, style_small, tmp_path):
-    """Far Stroke Size from the add-on: the worker splits the picture by the render's Depth pass."""
-    from engine.worker import depth_regions
+    """Far Stroke Size from the add-on: the worker (and a shot) splits the picture by the render's Depth pass."""
+    from engine.regions import for_frame
 
     options = StyleOptions(style_scale=0.8)
     with pytest.raises(EngineError, match="has no Depth pass"):
-        depth_regions(None, 1, options, crypto_render, 0.5)
+        for_frame(None, 32, 48, 1, options, crypto_render, 0.5)
     with pytest.raises(EngineError, match="needs the render's multilayer EXR"):
-        depth_regions(None, 1, options, None, 0.5)
+        for_frame(None, 32, 48, 1, options, None, 0.5)
+
+
+def sequence_cli(frames, style, out, *flags) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine.cli", "stylize-sequence", str(frames), str(style),
+                           "-o", str(out), "--weights", "random", "-n", "4", "--scales", "1", "--seed", "0",
+                           "--flow", "opencv", "--quiet", *flags], capture_output=True, text=True)
+
+
+def test_a_shot_takes_a_mask_per_frame_and_keeps_its_highlights(tmp_path, style_small):
+    """`stylize-sequence --mask FOLDER`: frame i takes mask i (a square moving across scene-linear EXR frames with
+    a highlight at sRGB 3.0); the rest of each frame stays as it was, the highlight keeps its range."""
+    from engine.images import read_image, write_image
+
+    for name in ("frames", "masks"):
+        (tmp_path / name).mkdir()
+    write_image(tmp_path / "style.png", style_small)
+    y, x = np.mgrid[0:24, 0:32] / 32.0
+    squares = []
+    for i in range(3):
+        frame = np.stack([0.2 + 0.5 * x, 0.3 + 0.4 * y, 0.6 - 0.3 * x], axis=2).astype(np.float32)
+        square = (slice(8, 16), slice(4 + 6 * i, 12 + 6 * i))
+        frame[square] = (3.0, 2.0, 0.5)
+        mask = np.zeros((24, 32, 3), np.float32)
+        mask[square] = 1
+        write_image(tmp_path / "frames" / f"f_{i + 1}.exr", frame)
+        write_image(tmp_path / "masks" / f"m_{i + 1}.png", mask)
+        squares.append(square)
+    run = sequence_cli(tmp_path / "frames", tmp_path / "style.png", tmp_path / "out", "--mask", str(tmp_path / "masks"),
+                       "--format", "exr")
+    assert run.returncode == 0, run.stderr
+    for i, square in enumerate(squares):
+        content, out = (read_image(tmp_path / f / f"f_{i + 1}.exr", hdr=True) for f in ("frames", "out"))
+        kept = np.ones((24, 32), bool)
+        kept[7:17, 3 + 6 * i: 13 + 6 * i] = False
+        np.testing.assert_allclose(out[kept], content[kept], atol=2e-3)
+        assert out[square].max() > 2.0 and np.abs(out[square] - content[square]).mean() > 0.01
+    short = sequence_cli(tmp_path / "frames", tmp_path / "style.png", tmp_path / "x", "--mask", str(tmp_path / "frames" / ".."))
+    assert short.returncode == 2 and short.stderr.count("\n") == 1 and not (tmp_path / "x").exists(), short.stderr
+
+
+def test_a_shot_of_renders_takes_cryptomatte_masks_from_each_frame(crypto_render, style_small, tmp_path):
+    """`--mask object:Hero` over frames that are Blender multilayer EXRs: each frame's own Cryptomatte pass."""
+    import shutil
+
+    from engine.images import read_image, write_image
+
+    (tmp_path / "frames").mkdir()
+    for i in (1, 2):
+        shutil.copy(crypto_render, tmp_path / "frames" / f"render_{i}.exr")
+    write_image(tmp_path / "style.png", style_small)
+    run = sequence_cli(tmp_path / "frames", tmp_path / "style.png", tmp_path / "out", "--mask", "object:Hero")
+    assert run.returncode == 0, run.stderr
+    hero = cryptomatte(crypto_render, "object", ["Hero"])
+    content = read_render(crypto_render).image
+    for i in (1, 2):
+        out = read_image(tmp_path / "out" / f"render_{i}.png")
+        np.testing.assert_allclose(out[hero == 0][:, :3], content[hero == 0][:, :3], atol=1.5 / 255)
+        assert np.abs(out[hero == 1][:, :3] - content[hero == 1][:, :3]).mean() > 0.01
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    write_image(plain / "f_1.png", content)
+    refused = sequence_cli(plain, tmp_path / "style.png", tmp_path / "y", "--mask", "object:Hero")
+    assert refused.returncode == 2 and "multilayer EXR render (mattes)" in refused.stderr, refused.stderr
 
 
 def test_tiles_run_elsewhere_carry_their_regions(content_small, style_small, monkeypatch):

@@ -96,6 +96,44 @@ def options_from_args(args: argparse.Namespace) -> StyleOptions:
     return StyleOptions(**{f.name: given[f.name] for f in dataclasses.fields(StyleOptions) if f.name in given})
 
 
+MASK_HELP = ("where the style of the same position applies: one per style image, in order: an image (white: "
+             "styled; its alpha when it has one) or .npy array, object:NAME[,NAME...] or material:NAME[,...] "
+             "(Cryptomatte coverage in the render), or 'rest' = every pixel no other mask covers; without a 'rest', "
+             "pixels no mask covers stay as the content (docs/regions.md)")
+
+
+def mask_specs(masks: list[str] | None, style_count: int, shot: bool = False) -> list[dict] | None:
+    """--mask values, one per style, as engine.regions specs (None without masks).  `shot`: a folder is one
+    mask per frame."""
+    from ..files import list_frames
+    from ..regions import REST
+
+    if not masks:
+        return None
+    if len(masks) != style_count:
+        raise EngineError(f"give one --mask per style image: {style_count} style(s), {len(masks)} mask(s)")
+    specs = []
+    for index, mask in enumerate(masks):
+        kind, _, names_text = mask.partition(":")
+        if mask == REST:
+            where = REST
+        elif kind in ("object", "material") and names_text:
+            where = {kind: list(names(names_text))}
+        elif shot and Path(mask).is_dir():
+            where = {"files": [str(p) for p in list_frames(mask)]}
+        else:
+            where = {"file": mask}
+        specs.append({"styles": [index], "mask": where})
+    if REST not in masks:
+        specs.append({"mask": REST})  # no styles: the pixels no mask covers stay as the content
+    return specs
+
+
+def mask_files(masks: list[str] | None) -> list[Path]:
+    """The --mask values that name files (inputs no output may overwrite)."""
+    return [Path(m) for m in masks or [] if Path(m).is_file()]
+
+
 def add_ray_token(parser) -> None:
     """The cluster's token file, for the commands that take --ray (docs/distributed.md, "Tokens")."""
     parser.add_argument("--ray-token", metavar="FILE",

@@ -8,9 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import EngineError
 from ..options import StyleOptions
-from .common import SAMPLES, add_quiet, add_ray_token, add_style_arguments, options_from_args, progress_bar
+from .common import (MASK_HELP, SAMPLES, add_quiet, add_ray_token, add_style_arguments, mask_files, mask_specs,
+                     options_from_args, progress_bar)
 
 # Where the no-argument demo writes: a folder git ignores and the extension build leaves out (README's two commands
 # work in either order).
@@ -33,13 +33,12 @@ def register(sub) -> None:
                    help="optimise the tiles of tiled scales on a Ray cluster (a large image; set --tile-size): no "
                         "value starts Ray here, 'auto' joins this machine's cluster, HOST:PORT joins that head node")
     add_ray_token(p)
-    p.add_argument("--mask", action="append", metavar="IMAGE",
-                   help="where the style of the same position applies: one per style image, in order (white: styled; "
-                        "an image's alpha when it has one; .npy arrays too); 'rest' = every pixel no other mask "
-                        "covers; without a 'rest', pixels no mask covers stay as the content (docs/regions.md)")
+    p.add_argument("--mask", action="append", metavar="MASK",
+                   help=f"{MASK_HELP}; Cryptomatte masks need the content to be a Blender multilayer EXR with the pass")
     add_quiet(p)
     add_style_arguments(p.add_argument_group("style options"), iterations=dict(
-        default=None, help=f"per scale (default {StyleOptions.iterations}; the no-argument demo: {DEMO_ITERATIONS})"))
+        default=None, help=f"most per scale (default {StyleOptions.iterations}; the no-argument demo: {DEMO_ITERATIONS}); "
+                           "the convergence stop (--stop-change) may end a scale sooner"))
     p.set_defaults(func=run)
 
 
@@ -53,11 +52,9 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output == DEFAULT_OUTPUT:
         output.parent.mkdir(exist_ok=True)
-    masks = [m for m in (args.mask or []) if m != "rest"]
-    inputs = [content_path, *style_paths, *map(Path, masks)] + ([Path(args.init_image)] if args.init_image else [])
+    inputs = [content_path, *style_paths, *mask_files(args.mask)] + ([Path(args.init_image)] if args.init_image else [])
     check_output(output, protect=inputs)
-    if args.mask and len(args.mask) != len(style_paths):
-        raise EngineError(f"give one --mask per style image: {len(style_paths)} style(s), {len(args.mask)} mask(s)")
+    specs = mask_specs(args.mask, len(style_paths))
     if args.content is None and not args.style:  # the demo
         args.size = DEMO_SIZE if args.size is None else args.size
         args.iterations = DEMO_ITERATIONS if args.iterations is None else args.iterations
@@ -65,18 +62,16 @@ def run(args: argparse.Namespace) -> int:
     content = read_image(content_path, hdr=True)  # EXR/float TIFF highlights above 1 survive (engine/hdr.py)
     styles = [read_image(p, hdr=True) for p in style_paths]
     regions = None
-    if args.mask:
-        from ..regions import REST, resolve
+    if specs is not None:
+        from ..exr import is_multilayer
+        from ..regions import resolve
 
-        specs = [{"styles": [i], "mask": REST if m == REST else {"file": m}} for i, m in enumerate(args.mask)]
-        if REST not in args.mask:
-            specs.append({"mask": REST})  # no styles: the uncovered pixels stay as the content
-        regions = resolve(specs, *content.shape[:2])
+        regions = resolve(specs, *content.shape[:2], mattes=content_path if is_multilayer(content_path) else None)
     if not (args.quiet or args.json):
         print(f"weights: {describe(options.model, options.weights)}", file=sys.stderr)
 
     start = time.perf_counter()
-    last = []  # the final report: iterations run (fewer than asked when the convergence stop ended a scale)
+    last = []  # the final report: iterations run and saved (the convergence stop ended a scale sooner)
     with progress_bar(args.quiet or args.json, losses=("style", "content")) as progress:
 
         def report(p) -> None:
@@ -98,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
         "width": result.shape[1],
         "height": result.shape[0],
         "seconds": round(elapsed, 3),
-        "iterations": last[0].iteration if last else 0,
+        "iterations": last[0].ran if last else 0,
+        "saved_iterations": last[0].saved if last else 0,
         "losses": last[0].losses if last else {},
         "weights": describe(options.model, options.weights),
         "options": options.to_dict(),

@@ -8,7 +8,8 @@ import time
 from ..distributed import ClusterOptions
 from ..errors import EngineError
 from ..temporal import FLOWS, TemporalOptions
-from .common import add_quiet, add_ray_token, add_style_arguments, options_from_args, progress_bar
+from .common import (MASK_HELP, add_quiet, add_ray_token, add_style_arguments, mask_specs, options_from_args,
+                     progress_bar)
 
 
 def register(sub) -> None:
@@ -25,9 +26,16 @@ def register(sub) -> None:
     p.add_argument("--flow", choices=(*FLOWS, "none"), default=d.flow,
                    help="motion source: auto (vectors when present, else OpenCV DIS), vectors, opencv, "
                         "none (no temporal coherence)")
+    p.add_argument("--mask", action="append", metavar="MASK",
+                   help=f"{MASK_HELP}; for a shot also a folder of one mask per frame, and Cryptomatte masks come "
+                        "from each frame's render (--mattes)")
+    p.add_argument("--mattes", metavar="FOLDER",
+                   help="Blender multilayer EXRs with the Cryptomatte passes, one per frame, same order (default: "
+                        "the --vectors EXRs, or the frames themselves when they are multilayer EXRs)")
     add_temporal_arguments(p)
     add_cluster_arguments(p)
-    p.add_argument("--format", choices=("png", "tif", "exr", "jpg"), default="png")
+    p.add_argument("--format", choices=("png", "tif", "exr", "jpg"), default="png",
+                   help="exr keeps HDR highlights above 1 (EXR frames in, EXR out)")
     add_quiet(p)
     add_style_arguments(p.add_argument_group("style options"))
     p.set_defaults(func=run)
@@ -72,7 +80,11 @@ def run(args: argparse.Namespace) -> int:
     cluster = ClusterOptions(args.ray, args.chunk, args.overlap, args.retries, args.gpus_per_task, args.ray_token)
     frames = list_frames(args.frames)
     vectors = list_frames(args.vectors) if args.vectors else None
-    styles = [read_image(p) for p in args.style]
+    mattes = list_frames(args.mattes) if args.mattes else None
+    regions = mask_specs(args.mask, len(args.style), shot=True)
+    if regions is not None and args.fast:
+        raise EngineError("--mask works with optimisation, not --fast")
+    styles = [read_image(p, hdr=True) for p in args.style]
     options = options_from_args(args)
     temporal = TemporalOptions(
         enabled=args.flow != "none", weight=args.temporal_weight, flow="auto" if args.flow == "none" else args.flow,
@@ -80,22 +92,23 @@ def run(args: argparse.Namespace) -> int:
     )
     start = time.perf_counter()
     if args.ray is not None:
-        return _run_distributed(args, frames, vectors, styles, options, temporal, cluster)
+        return _run_distributed(args, frames, vectors, styles, options, temporal, cluster, regions, mattes)
     with progress_bar(args.quiet) as progress:
-        written = stylize_sequence(frames, styles, options, temporal, args.output, vectors, f".{args.format}", progress)
+        written = stylize_sequence(frames, styles, options, temporal, args.output, vectors, f".{args.format}", progress,
+                                   regions=regions, mattes=mattes)
     if not args.quiet:
         print(f"wrote {len(written)} frames to {args.output} in {time.perf_counter() - start:.1f} s")
     return 0
 
 
-def _run_distributed(args, frames, vectors, styles, options, temporal, cluster) -> int:
+def _run_distributed(args, frames, vectors, styles, options, temporal, cluster, regions, mattes) -> int:
     from ..distributed import stylize_sequence
     from ..fast.options import FastOptions
 
     with progress_bar(args.quiet) as progress:
         result = stylize_sequence(
             frames, styles, options, temporal, args.output, cluster, vectors, f".{args.format}",
-            FastOptions() if args.fast else None, progress,
+            FastOptions() if args.fast else None, progress, regions=regions, mattes=mattes,
         )
     if not args.quiet:
         print(f"{len(result.written)} frames written, {len(result.skipped)} already done, on {result.nodes} Ray "
