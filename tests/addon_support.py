@@ -21,6 +21,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import neural_style_addon  # noqa: E402
+from neural_style_addon import package_sets  # noqa: E402
+from scripts import lock  # noqa: E402
 
 if not hasattr(bpy.types.Scene, "neural_style"):
     neural_style_addon.register()
@@ -88,3 +90,19 @@ def pixels(image: bpy.types.Image) -> np.ndarray:
 
 def image_names() -> set[str]:
     return {image.name for image in bpy.data.images}
+
+
+@pytest.fixture(scope="module")
+def torch_index(tmp_path_factory) -> str:
+    """Where Install Dependencies gets the CPU-only torch: the PyTorch index where it can be reached, else a local
+    mirror of it (a PEP 503 page, as a studio's mirror would serve) holding the CPU wheel pip is configured with."""
+    if lock.reachable(package_sets.TORCH_INDEX + "/cpu/torch/"):
+        return ""
+    version = lock.torch_pin() + "+cpu"
+    wheels = [wheel for folder in lock.local_wheel_dirs() for wheel in Path(folder).glob(f"torch-{version}-cp311-*.whl")]
+    if not wheels:
+        pytest.skip(f"torch {version} is neither on {package_sets.TORCH_INDEX} (not reachable) nor in pip's local wheels")
+    root = tmp_path_factory.mktemp("torch-index")
+    (root / "cpu" / "torch").mkdir(parents=True)
+    (root / "cpu" / "torch" / "index.html").write_text(f'<a href="{wheels[0].as_uri()}">{wheels[0].name}</a>\n')
+    return root.as_uri()

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from neural_style_addon import image_bridge
+from addon_support import torch_index  # noqa: F401 - fixture: where Install Dependencies gets the CPU torch
 from test_addon_extension import package  # noqa: F401 - fixture: the built zip
 
 DAY = r"""
@@ -32,13 +33,14 @@ import json, os, sys
 import bpy
 import numpy as np
 
-zip_path, out_dir, style_a, style_b, worker_python = sys.argv[1:6]
+zip_path, out_dir, style_a, style_b, worker_python, torch_index = sys.argv[1:7]
 report = {}
 bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
 module = "bl_ext.user_default.neural_style"
 addon = sys.modules[module + ".neural_style_addon"]
 prefs = bpy.context.preferences.addons[module].preferences
 prefs.python_path = worker_python
+prefs.torch_index = torch_index  # where this machine's CPU torch comes from (a local mirror of the PyTorch index)
 
 # Install Dependencies: the add-on's own installer fills the extension's user folder (from PyPI: online).
 bpy.context.preferences.system.use_online_access = True
@@ -122,7 +124,7 @@ def bare_python(tmp_path_factory) -> str:
     return str(python)
 
 
-def test_an_artists_day(package, bare_python, tmp_path):  # noqa: F811 - pytest fixture
+def test_an_artists_day(package, bare_python, torch_index, tmp_path):  # noqa: F811 - pytest fixtures
     style_a = support.write_style(tmp_path / "waves.png")
     style_b = tmp_path / "dots.png"  # another style: dark dots on yellow instead of colour waves
     y, x = np.mgrid[0:32, 0:32]
@@ -130,7 +132,7 @@ def test_an_artists_day(package, bare_python, tmp_path):  # noqa: F811 - pytest 
     image_bridge.save_png(np.concatenate([1 - dots, 0.9 - 0.8 * dots, 0.1 + 0 * dots, 1 + 0 * dots], -1), str(style_b))
     env = {**os.environ, "BLENDER_USER_RESOURCES": tempfile.mkdtemp(prefix="neural-style-day-")}
     done = subprocess.run(
-        [sys.executable, "-c", DAY, str(package), str(tmp_path), str(style_a), str(style_b), bare_python],
+        [sys.executable, "-c", DAY, str(package), str(tmp_path), str(style_a), str(style_b), bare_python, torch_index],
         capture_output=True, text=True, env=env, timeout=900, cwd=str(tmp_path))
     lines = [line for line in done.stdout.splitlines() if line.startswith("REPORT ")]
     assert done.returncode == 0 and lines, done.stdout[-4000:] + done.stderr[-4000:]

@@ -30,6 +30,7 @@ import pytest
 from scripts import lock
 
 import bpy
+from addon_support import torch_index  # noqa: F401 - fixture: where Install Dependencies gets the CPU torch
 from neural_style_addon import dependencies, package_sets, preferences
 from neural_style_addon.errors import StyleError
 from neural_style_addon.worker_client import WorkerConfig
@@ -117,22 +118,6 @@ def bare_python(tmp_path_factory) -> str:
     listed = subprocess.run([python, "-m", "pip", "list", "--format=json"], capture_output=True, text=True, timeout=120)
     assert {item["name"] for item in json.loads(listed.stdout)} <= {"pip", "setuptools"}
     return python
-
-
-@pytest.fixture(scope="module")
-def torch_index(tmp_path_factory) -> str:
-    """Where Install Dependencies gets the CPU-only torch: the PyTorch index where it can be reached, else a local
-    mirror of it (a PEP 503 page, as a studio's mirror would serve) holding the CPU wheel pip is configured with."""
-    if lock.reachable(package_sets.TORCH_INDEX + "/cpu/torch/"):
-        return ""
-    version = lock.torch_pin() + "+cpu"
-    wheels = [wheel for folder in lock.local_wheel_dirs() for wheel in Path(folder).glob(f"torch-{version}-cp311-*.whl")]
-    if not wheels:
-        pytest.skip(f"torch {version} is neither on {package_sets.TORCH_INDEX} (not reachable) nor in pip's local wheels")
-    root = tmp_path_factory.mktemp("torch-index")
-    (root / "cpu" / "torch").mkdir(parents=True)
-    (root / "cpu" / "torch" / "index.html").write_text(f'<a href="{wheels[0].as_uri()}">{wheels[0].name}</a>\n')
-    return root.as_uri()
 
 
 def test_zip_leaves_out_stray_files_and_carries_the_requirements(package):
