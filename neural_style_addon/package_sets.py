@@ -15,12 +15,12 @@ so the Windows and macOS cases are tested on Linux (tests/test_package_sets.py).
 
 from __future__ import annotations
 
-import functools
 import os
 import platform
 import re
 import shutil
 import subprocess
+import threading
 import tomllib
 from dataclasses import dataclass
 
@@ -186,13 +186,41 @@ def choose(sets: dict[str, PackageSet], platform_tag: str, gpus: list[Gpu], maco
                        f"supports ({cuda.min_compute} and newer): CPU only")
 
 
-@functools.lru_cache(maxsize=2)
+_choices: dict[bool, Choice] = {}
+_asking: set[bool] = set()
+_lock = threading.Lock()
+
+
 def for_this_machine(cpu_only: bool = False) -> Choice:
-    """`choose` for the machine Blender runs on (cached: asking nvidia-smi takes a moment)."""
-    system = os_rules.system_name()
-    gpus = nvidia_gpus(system) if system in ("windows", "linux") and not cpu_only else []
-    macos = platform.mac_ver()[0] if system == "macos" else ""
-    return choose(load(), os_rules.platform_tag(), gpus, macos, cpu_only)
+    """`choose` for the machine Blender runs on (kept: asking nvidia-smi takes a moment, more with a sleeping GPU)."""
+    with _lock:
+        found = _choices.get(cpu_only)
+    if found is None:
+        system = os_rules.system_name()
+        gpus = nvidia_gpus(system) if system in ("windows", "linux") and not cpu_only else []
+        macos = platform.mac_ver()[0] if system == "macos" else ""
+        found = choose(load(), os_rules.platform_tag(), gpus, macos, cpu_only)
+        with _lock:
+            _choices[cpu_only] = found
+            _asking.discard(cpu_only)
+    return found
+
+
+def for_this_machine_soon(cpu_only: bool = False) -> Choice | None:
+    """`for_this_machine` without waiting, for drawing: None while the machine is being asked on a thread."""
+    with _lock:
+        if cpu_only in _choices:
+            return _choices[cpu_only]
+        if cpu_only not in _asking:
+            _asking.add(cpu_only)
+            threading.Thread(target=for_this_machine, args=(cpu_only,), name="neural-style-gpu", daemon=True).start()
+    return None
+
+
+def asking() -> bool:
+    """Whether `for_this_machine_soon` is still waiting for an answer (the preferences redraw when it comes)."""
+    with _lock:
+        return bool(_asking)
 
 
 def describe_build(build: dict) -> str:

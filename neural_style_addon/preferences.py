@@ -141,7 +141,7 @@ def install_dependencies(context=None) -> dependencies.Install:
 
 def _redraw_when_probed():
     """Timer: redraw the Preferences window once the background probe has an answer."""
-    if dependencies.probing() or (installing is not None and not installing.finished):
+    if dependencies.probing() or package_sets.asking() or (installing is not None and not installing.finished):
         return 0.5
     for window in bpy.context.window_manager.windows:
         for area in window.screen.areas:
@@ -222,7 +222,12 @@ class NeuralStylePreferences(bpy.types.AddonPreferences):
 def _draw_package_set(prefs, context) -> None:
     """What Install Dependencies installs here and why, with its download size; the choices that change it."""
     layout = prefs.layout
-    choice = package_choice(context)
+    choice = package_sets.for_this_machine_soon(cpu_only=bool(prefs.cpu_only))
+    if choice is None:  # nvidia-smi is being asked on a thread: drawing never waits for it
+        layout.label(text="Finding this machine's GPU...", icon="TIME")
+        if not bpy.app.timers.is_registered(_redraw_when_probed):
+            bpy.app.timers.register(_redraw_when_probed, first_interval=0.5)
+        return
     if choice.package_set is None:
         layout.label(text=choice.reason, icon="ERROR")
         return

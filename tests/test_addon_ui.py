@@ -12,7 +12,7 @@ import addon_support as support
 import bpy
 import pytest
 
-from neural_style_addon import dependencies, job, operators, panels, preferences, timings
+from neural_style_addon import dependencies, job, operators, package_sets, panels, preferences, timings
 
 
 class Layout:
@@ -139,7 +139,7 @@ def draw_preferences(ray_address="") -> Layout:
 
 def wait_for_probe(timeout=180.0) -> None:
     deadline = time.monotonic() + timeout
-    while dependencies.probing():
+    while dependencies.probing() or package_sets.asking():
         assert time.monotonic() < deadline, "the probe of the worker's Python never finished"
         time.sleep(0.1)
 

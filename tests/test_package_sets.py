@@ -4,6 +4,9 @@ show for what is installed."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from neural_style_addon import package_sets
@@ -59,6 +62,24 @@ def test_nvidia_smi_lines():
     text = "NVIDIA GeForce RTX 4090, 580.82.07, 8.9\nNVIDIA GeForce GTX 970, 470.256.02, [N/A]\n\ngarbage\n"
     assert parse_nvidia_smi(text) == [RTX_4090, Gpu("NVIDIA GeForce GTX 970", "470.256.02", None)]
     assert parse_nvidia_smi("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.") == []
+
+
+def test_drawing_never_waits_for_nvidia_smi(monkeypatch):
+    """The preferences ask without waiting: None while nvidia-smi answers on a thread, then the kept choice."""
+    answer = threading.Event()
+    monkeypatch.setattr(package_sets, "_choices", {})
+    monkeypatch.setattr(package_sets, "_asking", set())
+    monkeypatch.setattr(package_sets, "nvidia_gpus", lambda system=None: [RTX_4090] if answer.wait(30) else [])
+    monkeypatch.setattr(package_sets.os_rules, "platform_tag", lambda: "linux-x64")
+    monkeypatch.setattr(package_sets.os_rules, "system_name", lambda name=None: "linux")
+    start = time.monotonic()
+    assert package_sets.for_this_machine_soon() is None and package_sets.for_this_machine_soon() is None
+    assert time.monotonic() - start < 0.5 and package_sets.asking()
+    answer.set()
+    deadline = time.monotonic() + 30
+    while package_sets.asking() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert package_sets.for_this_machine_soon().package_set.name == "linux-x64-cuda"
 
 
 def test_this_machine_has_no_nvidia_driver_so_it_gets_the_cpu_set():
