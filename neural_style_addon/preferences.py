@@ -160,7 +160,7 @@ class NeuralStylePreferences(bpy.types.AddonPreferences):
     cpu_only: BoolProperty(
         name="CPU-Only Packages",
         description="Install Dependencies installs torch without GPU support even where a supported NVIDIA GPU is "
-                    "found: about 2 GB less to download, but stylizing is many times slower",
+                    "found: 2 to 2.5 GB less to download, but stylizing is many times slower",
     )
     torch_index: StringProperty(
         name="PyTorch Index",
