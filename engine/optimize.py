@@ -4,10 +4,13 @@ The image itself is the parameter.  `optimize_image` is the unit the tiler
 calls per scale or tile and temporal coherence extends through extra losses;
 the whole run (scales, tiles, colours) is `engine.pipeline.stylize`.
 
-Convergence stop: once the total loss fell by less than `options.stop_tolerance`
-(relative) over the last `STOP_WINDOW` iterations, further iterations change the
-picture too little to pay for themselves (benchmarks/bench_speed.py), so the
-optimisation ends early and the run's progress total shrinks accordingly.
+Convergence stop (`StopRule`): every `STOP_EVERY` iterations the picture is
+compared with the one `STOP_EVERY` iterations before; once it changed by less
+than `options.stop_change` 8-bit levels (mean absolute, sRGB as displayed) at
+`STOP_CHECKS` looks in a row, more iterations would not show, so the scale (or
+tile) ends there.  `iterations` stays the upper bound.  The skipped iterations
+are reported as saved (`Progress.saved`), so the run's progress still ends at
+its planned total (docs/engine.md, "Convergence stop").
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import logging
 import torch
 
 from . import losses
+from .errors import EngineError
 from .networks import FeatureNet
 from .options import StyleOptions
 from .progress import Reporter
@@ -27,8 +31,10 @@ from .regions import Guide
 from .tensors import Autocast, to_array
 
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
-# Iterations over which the relative loss decrease is compared with `StyleOptions.stop_tolerance`.
-STOP_WINDOW = 10
+# Iterations between two looks at the picture, and looks in a row below `StyleOptions.stop_change` that end a
+# scale: never before 2 x 10 iterations, and one still frame between two moving ones does not stop it.
+STOP_EVERY = 10
+STOP_CHECKS = 2
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +71,7 @@ def optimize_image(
 
     `extra_losses` each map the image to a weighted scalar loss.  A loss that
     becomes NaN or infinite stops the run with an `EngineError`.  The loop ends
-    before `iterations` when the loss has converged (`converged`).
+    before `iterations` when the picture has stopped changing (`StopRule`).
     """
     image = image.detach().clone().requires_grad_(True)
     layers = tuple(dict.fromkeys((*targets.content, *layer_weights)))
@@ -92,26 +98,43 @@ def optimize_image(
         total.backward()
         return total
 
-    history: list[float] = []
+    rule = StopRule(options.stop_change, image)
     for done in range(1, iterations + 1):
-        optimizer.step(closure)
+        try:
+            optimizer.step(closure)
+        except EngineError as exc:  # a non-finite loss (losses.loss_terms)
+            if options.precision == "fp16":
+                raise EngineError(f"{exc}; fp16 activations can overflow: use bf16 or fp32") from None
+            raise
         with torch.no_grad():
             image.clamp_(0, 1)
-        history.append(terms["total"])
-        stop = done < iterations and converged(history, options.stop_tolerance)
-        if stop:  # before the report, so it already carries the shortened total
-            log.info("converged after %d of %d iterations", done, iterations)
-            reporter.total -= iterations - done
-        reporter.step(dict(terms), lambda: to_array(image))
+        stop = done < iterations and rule.still(done, image)
+        if stop:
+            log.info("the picture stopped changing after %d of %d iterations", done, iterations)
+        reporter.step(dict(terms), lambda: to_array(image), skipped=iterations - done if stop else 0)
         if stop:
             break
     return image.detach()
 
 
-def converged(history: list[float], tolerance: float, window: int = STOP_WINDOW) -> bool:
-    """True when the best loss of the last `window` iterations beats the best before them by less than
-    `tolerance` (relative); comparing bests keeps a noisy optimiser (Adam) from stopping on one bad step."""
-    if tolerance <= 0 or len(history) <= window:
-        return False
-    before, now = min(history[:-window]), min(history[-window:])
-    return before - now < tolerance * abs(now)
+class StopRule:
+    """Whether the picture has stopped changing: looked at every `every` iterations, it moved by less than
+    `levels` 8-bit levels (mean absolute over pixels and channels of the sRGB image, what a viewer sees) since
+    the look before, `checks` looks in a row.  `levels` 0 never stops."""
+
+    def __init__(self, levels: float, image: torch.Tensor, every: int = STOP_EVERY, checks: int = STOP_CHECKS):
+        self.levels, self.every, self.checks = levels, every, checks
+        self.last = image.detach().clone() if levels > 0 else None
+        self.still_looks = 0
+        self.changes: list[float] = []  # levels moved between looks, for benchmarks and logs
+
+    def still(self, done: int, image: torch.Tensor) -> bool:
+        """After iteration `done` (1-based) of the image `image`: True when the run should end here."""
+        if self.last is None or done % self.every:
+            return False
+        with torch.no_grad():
+            change = float((image - self.last).abs().mean()) * 255
+            self.last.copy_(image)
+        self.changes.append(change)
+        self.still_looks = self.still_looks + 1 if change < self.levels else 0
+        return self.still_looks >= self.checks

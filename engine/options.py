@@ -26,6 +26,8 @@ POOLINGS = ("max", "avg")
 MAX_SIDE = 8192
 # Seeds seed torch and NumPy's generators, which take unsigned 64-bit values.
 MAX_SEED = 2**63 - 1
+# Default `StyleOptions.stop_change`: 8-bit levels per 10 iterations below which the picture counts as still.
+STOP_CHANGE = 0.5
 
 
 class JsonOptions:
@@ -150,10 +152,10 @@ class StyleOptions(JsonOptions):
     optimizer: str = "lbfgs"
     # Most iterations per scale (per tile and pass when tiled).
     iterations: int = 200
-    # Convergence stop: a scale ends once its loss fell by less than this fraction over the last
-    # 10 iterations (engine/optimize.py); 0 (default) always runs every iteration.  Off by default:
-    # 0.005 cost up to 37% of the objective on a benchmark pair (docs/benchmarks.md, "Speed").
-    stop_tolerance: float = 0.0
+    # Convergence stop: a scale (or tile) ends once the picture moved by less than this many 8-bit levels
+    # (mean absolute, sRGB) per 10 iterations, twice in a row (engine/optimize.py, `StopRule`); `iterations`
+    # stays the upper bound.  0 runs every iteration.  Calibrated in docs/benchmarks.md, "Time to quality".
+    stop_change: float = STOP_CHANGE
     # None = the optimizer's own default (L-BFGS 1.0, Adam 0.02 in [0, 1] pixel units).
     learning_rate: float | None = None
     init: str = "content"
@@ -193,8 +195,8 @@ class StyleOptions(JsonOptions):
         _choice("precision", self.precision, PRECISIONS)
         if self.iterations < 1:
             raise EngineError(f"iterations must be at least 1, got {self.iterations}")
-        if not 0 <= self.stop_tolerance < 1:
-            raise EngineError(f"stop_tolerance must be at least 0 and below 1, got {self.stop_tolerance}")
+        if not 0 <= self.stop_change <= 255:
+            raise EngineError(f"stop_change must be between 0 (off) and 255 levels, got {self.stop_change}")
         if self.size is not None and not 16 <= self.size <= MAX_SIDE:
             raise EngineError(f"size must be between 16 and {MAX_SIDE} pixels, got {self.size}")
         for name in ("content_weight", "style_weight", "tv_weight"):

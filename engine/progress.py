@@ -39,6 +39,9 @@ class Progress:
     height: int = 0
     frame: int = 0  # 1-based frame of a sequence, 0 when not applicable
     frames: int = 0
+    # Steps of `total` the convergence stop skipped so far (engine/optimize.py, `StopRule`): `iteration` counts
+    # them as done, so the run still ends at `total`; `iteration - saved` steps actually ran.
+    saved: int = 0
     image: Callable[[], np.ndarray | None] = field(default=lambda: None, repr=False, compare=False)  # HxWx3 sRGB
 
     @property
@@ -55,6 +58,23 @@ class Progress:
             parts.append(f"tile {self.tile}/{self.tiles}, pass {self.tile_pass}/{self.tile_passes}")
         return ", ".join(parts)
 
+    @property
+    def ran(self) -> int:
+        """Optimiser steps that actually ran (the convergence stop's skipped ones not counted)."""
+        return self.iteration - self.saved
+
+    @property
+    def saved_seconds(self) -> float:
+        """Seconds the skipped steps would have taken at this run's pace so far (an estimate)."""
+        return self.saved * self.elapsed / max(self.ran, 1)
+
+    @property
+    def saved_label(self) -> str:
+        """"" or e.g. "stopped early: 120 iterations (~45 s) saved", for progress lines."""
+        if not self.saved:
+            return ""
+        return f"stopped early: {self.saved} iterations (~{self.saved_seconds:.0f} s) saved"
+
 
 class Reporter:
     """Counts steps across the whole run, reports progress and honours cancellation."""
@@ -66,6 +86,7 @@ class Reporter:
         self.progress = progress
         self.cancel = cancel
         self.kind = kind
+        self.saved = 0
         self.last_losses: dict[str, float] = {}
         self._scale: dict[str, int] = {}
         self._tile: dict[str, int] = {}
@@ -87,13 +108,17 @@ class Reporter:
         if self.cancel is not None and self.cancel():
             raise Cancelled("cancelled")
 
-    def step(self, losses: dict[str, float], image_fn: Callable[[], np.ndarray | None], steps: int = 1) -> None:
-        """`steps` optimiser steps have run (more than one when a whole tile ran elsewhere, e.g. on a Ray node)."""
-        self.count += steps
+    def step(self, losses: dict[str, float], image_fn: Callable[[], np.ndarray | None], steps: int = 1,
+             skipped: int = 0) -> None:
+        """`steps` optimiser steps have run (more than one when a whole tile ran elsewhere, e.g. on a Ray node),
+        and the convergence stop skipped the `skipped` steps planned after them: they count as done and saved."""
+        self.count += steps + skipped
+        self.saved += skipped
         self.last_losses = losses
         if self.progress is not None:
             elapsed = time.perf_counter() - self.start
             self.progress(Progress(
-                self.count, self.total, losses, elapsed, kind=self.kind, **self._scale, **self._tile, image=image_fn,
+                self.count, self.total, losses, elapsed, kind=self.kind, **self._scale, **self._tile,
+                saved=self.saved, image=image_fn,
             ))
         self.check_cancel()

@@ -43,7 +43,8 @@ from .options import DEVICES, MAX_SIDE, JsonOptions, StyleOptions
 
 PROTOCOL_VERSION = 1
 # The structured fields of `engine.progress.Progress` a `progress` event carries (plus losses, elapsed, stage).
-PROGRESS_FIELDS = ("kind", "iteration", "total", "scale", "scales", "tile", "tiles", "frame", "frames", "width", "height")
+PROGRESS_FIELDS = ("kind", "iteration", "total", "scale", "scales", "tile", "tiles", "frame", "frames", "width", "height",
+                   "saved")
 
 
 class Channel:

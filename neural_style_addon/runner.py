@@ -146,7 +146,11 @@ def progress_text(event: dict) -> str:
     if event.get("tiles", 0) > 0:
         text += f", tile {event['tile']}/{event['tiles']}"
     loss = event.get("losses", {}).get("total")
-    return text + (f", loss {loss:.4g}" if loss is not None else "")
+    text += f", loss {loss:.4g}" if loss is not None else ""
+    saved = event.get("saved", 0)
+    if saved and step > saved:  # the convergence stop ended a scale early: the iterations and time it saved
+        text += f", {saved} iterations (~{saved * event.get('elapsed', 0.0) / (step - saved):.0f} s) saved"
+    return text
 
 
 def follow(task: Task, job_id: str, label: str = "", share: tuple[float, float] = (0.0, 1.0),

@@ -148,3 +148,6 @@ def test_status_lines_come_from_the_structured_progress_fields():
     tiled = {"event": "progress", "kind": "optimize", "iteration": 4, "total": 20, "scale": 2, "scales": 3, "tile": 1,
              "tiles": 4, "losses": {"total": 1.5}, "stage": "ignored"}
     assert runner.progress_text(tiled) == "iteration 4/20, scale 2/3, tile 1/4, loss 1.5"
+    stopped = {"event": "progress", "kind": "optimize", "iteration": 200, "total": 200, "saved": 120, "elapsed": 40.0,
+               "losses": {"total": 0.9}, "stage": "ignored"}  # the convergence stop ended the run after 80 iterations
+    assert runner.progress_text(stopped) == "iteration 200/200, loss 0.9, 120 iterations (~60 s) saved"

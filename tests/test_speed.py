@@ -6,33 +6,39 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from engine.errors import EngineError
 from engine.fast.estimate import FIXED_SECONDS, seconds_per_step, training_seconds
 from engine.fast.options import FastOptions
-from engine.optimize import STOP_WINDOW, converged
+from engine.optimize import STOP_CHECKS, STOP_EVERY, StopRule
 from engine.options import StyleOptions
 from engine.pipeline import stylize
 
 TINY = StyleOptions(weights="random", seed=0, size=32, scales=1)
 
 
-def test_converged_compares_the_best_loss_of_the_last_window_with_the_best_before():
-    falling = [100.0 - i for i in range(30)]  # 10 over the last window: 10/71 = 14%
-    assert not converged(falling, 0.1)
-    assert converged(falling, 0.2)
-    assert not converged(falling[:STOP_WINDOW], 0.99), "needs more than one window of history"
-    assert not converged(falling, 0.0), "0 switches the stop off"
-    noisy = [10.0 - 0.2 * i for i in range(20)] + [9.0]  # a bad last step does not stop a still-improving run
-    assert noisy[-1] > noisy[-1 - STOP_WINDOW] and not converged(noisy, 0.001)
-    assert converged([5.0] * 20, 0.001)
+def test_the_stop_rule_looks_every_10_iterations_and_ends_after_two_still_looks():
+    start = torch.zeros(1, 3, 4, 4)
+    rule = StopRule(0.5, start)
+    moving, still = start + 1 / 255, start + 1 / 255 + 0.4 / 255  # 1 level, then 0.4 levels more
+    assert not any(rule.still(done, moving) for done in range(1, STOP_EVERY))  # looks only every 10 iterations
+    assert not rule.still(STOP_EVERY, moving)  # moved 1 level since the start
+    assert not rule.still(2 * STOP_EVERY, still)  # 0.4 < 0.5: one still look
+    assert not rule.still(3 * STOP_EVERY, still + 0.6 / 255), "a moving look in between starts the count over"
+    assert not rule.still(4 * STOP_EVERY, still + 0.6 / 255)
+    assert rule.still(5 * STOP_EVERY, still + 0.6 / 255) and STOP_CHECKS == 2
+    assert rule.changes == pytest.approx([1.0, 0.4, 0.6, 0.0, 0.0], abs=1e-4)
+    off = StopRule(0.0, start)
+    assert not any(off.still(done, start) for done in range(1, 100)), "0 switches the stop off"
 
 
-def test_stop_tolerance_is_validated():
-    with pytest.raises(EngineError, match="stop_tolerance"):
-        StyleOptions(stop_tolerance=-0.1)
-    with pytest.raises(EngineError, match="stop_tolerance"):
-        StyleOptions(stop_tolerance=1.0)
+def test_stop_change_is_validated():
+    with pytest.raises(EngineError, match="stop_change"):
+        StyleOptions(stop_change=-0.1)
+    with pytest.raises(EngineError, match="stop_change"):
+        StyleOptions(stop_change=300.0)
+    assert StyleOptions().stop_change > 0, "the stop is on by default"
 
 
 def _run(options: StyleOptions) -> list:
@@ -44,12 +50,15 @@ def _run(options: StyleOptions) -> list:
     return reports
 
 
-def test_a_converged_run_stops_early_and_its_last_report_says_so():
-    loose = _run(TINY.replace(iterations=40, stop_tolerance=0.5))
-    assert len(loose) < 40
-    assert loose[-1].iteration == loose[-1].total == len(loose)
-    assert [p.iteration for p in loose] == list(range(1, len(loose) + 1))
-    assert len(_run(TINY.replace(iterations=40, stop_tolerance=0.0))) == 40
+def test_a_still_picture_ends_the_scale_and_the_reports_count_what_it_saved():
+    loose = _run(TINY.replace(iterations=30, stop_change=200.0))  # every look is "still": ends at the second
+    assert len(loose) == 2 * STOP_EVERY
+    assert [p.iteration for p in loose[:-1]] == list(range(1, 2 * STOP_EVERY))
+    last = loose[-1]
+    assert last.iteration == last.total == 30 and last.saved == 30 - 2 * STOP_EVERY and last.ran == 2 * STOP_EVERY
+    assert "10 iterations" in last.saved_label and last.saved_seconds > 0
+    full = _run(TINY.replace(iterations=2 * STOP_EVERY + 2, stop_change=0.0))
+    assert len(full) == 2 * STOP_EVERY + 2 and full[-1].saved == 0 and full[-1].saved_label == ""
 
 
 def test_training_seconds_scales_a_measured_step_by_steps_and_pixels():

@@ -54,10 +54,11 @@ def _style_flags() -> dict[str, tuple[tuple[str, ...], dict]]:
         "style_weight": (("--style-weight",), dict(type=float, default=d.style_weight)),
         "tv_weight": (("--tv-weight",), dict(type=float, default=d.tv_weight)),
         "optimizer": (("--optimizer",), dict(choices=OPTIMIZERS, default=d.optimizer)),
-        "iterations": (("--iterations", "-n"), dict(type=int, default=d.iterations, help="per scale")),
-        "stop_tolerance": (("--stop-tolerance",), dict(type=float, default=d.stop_tolerance,
-                           help="end a scale once the loss fell by less than this fraction over 10 iterations "
-                                "(0: run every iteration)")),
+        "iterations": (("--iterations", "-n"), dict(type=int, default=d.iterations,
+                       help="most per scale (the convergence stop, --stop-change, may end a scale sooner)")),
+        "stop_change": (("--stop-change",), dict(type=float, default=d.stop_change, metavar="LEVELS",
+                        help="end a scale once the picture moves by less than LEVELS 8-bit levels (mean) per 10 "
+                             f"iterations, twice in a row (default {d.stop_change}; 0: run every --iterations)")),
         "learning_rate": (("--learning-rate",), dict(type=float)),
         "init": (("--init",), dict(choices=INITS, default=d.init)),
         "init_image": (("--init-image",), {}),
@@ -166,8 +167,11 @@ def progress_bar(quiet: bool, unit: str = "it", losses: tuple[str, ...] = ()) ->
             bar.reset()
         bar.total = p.total
         bar.set_description(p.stage, refresh=False)
-        if losses:
-            bar.set_postfix({name: f"{p.losses[name]:.3g}" for name in losses if name in p.losses}, refresh=False)
+        postfix = {name: f"{p.losses[name]:.3g}" for name in losses if name in p.losses}
+        if p.saved:  # the convergence stop ended a scale early: what it saved
+            postfix["saved"] = f"{p.saved} it ~{p.saved_seconds:.0f}s"
+        if postfix:
+            bar.set_postfix(postfix, refresh=False)
         bar.update(p.iteration - bar.n)
 
     try:
