@@ -48,18 +48,15 @@ def machine() -> dict:
     """What the numbers were measured on: CPU, threads, versions, GPU, and the load when they started."""
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
+    from engine.tensors import cpu_name, describe_device, pick_device
+
+    info = {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset (libgomp spins)"),
             "load_average_at_start": os.getloadavg()[0]}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
+    accelerator = pick_device("auto")
+    if accelerator.type != "cpu":
+        info["gpu"] = describe_device(accelerator)
     return info
 
 

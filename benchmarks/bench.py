@@ -84,24 +84,15 @@ def _shapes(text: str) -> tuple[tuple[int, int], ...]:
     return tuple(shapes)
 
 
-def available_devices() -> list[str]:
-    import torch
-
-    found = ["cpu"]
-    if torch.cuda.is_available():
-        found.append("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        found.append("mps")
-    return found
-
-
 def run(args: argparse.Namespace) -> int:
     unknown = [m for m in args.models + args.tiled_models if m not in MODELS]
     if unknown:
         raise EngineError(f"unknown model {unknown[0]!r}; choose from {', '.join(MODELS)}")
     if args.iterations < 1 or args.warmup < 1 or args.tiled_iterations < 1:
         raise EngineError("--iterations, --warmup and --tiled-iterations must be at least 1")
-    present = available_devices()
+    from engine.tensors import available_devices
+
+    present = available_devices()[::-1]  # CPU first
     devices = list(args.devices or present)
     missing = [d for d in devices if d not in present]
     if missing:
@@ -198,99 +189,22 @@ def child_main() -> None:
     print(json.dumps(measure(spec)))
 
 
-class Memory:
-    """Peak memory of this process from a reset point: VmHWM (Linux) or the CUDA allocator's peak."""
-
-    def __init__(self, device):
-        self.device = device
-
-    def reset(self) -> None:
-        import torch
-
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats(self.device)
-        else:
-            try:  # "5" resets VmHWM to the current RSS (Linux >= 4.0)
-                Path("/proc/self/clear_refs").write_text("5")
-            except OSError:
-                pass
-        self.base = self.current()
-
-    def current(self) -> int:
-        return self._bytes("memory_allocated", "VmRSS")
-
-    def peak(self) -> int:
-        return self._bytes("max_memory_allocated", "VmHWM")
-
-    def _bytes(self, cuda_counter: str, status_field: str) -> int:
-        import torch
-
-        if self.device.type == "cuda":
-            return getattr(torch.cuda, cuda_counter)(self.device)
-        return _status_bytes(status_field)
-
-
-def _status_bytes(field: str) -> int:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import resource  # no /proc: ru_maxrss is the only figure (KiB on Linux, bytes on macOS)
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
-
-
-def _images(height: int, width: int) -> tuple:
-    """The bundled sample content and style, resized to the measured size."""
-    from engine.images import read_image, resize
-
-    content = resize(read_image(SAMPLES / "content.png")[..., :3], height, width)
-    style = resize(read_image(SAMPLES / "style.png")[..., :3], height, width)
-    return content, style
-
-
 def measure_loop(spec: dict) -> dict:
-    """Iterations per minute and peak memory of the optimisation loop at one size."""
-    import torch
-
+    """Iterations per minute and peak memory of the optimisation loop at one size (the engine's own measurement,
+    `neural-style bench`), with the FLOPs of an iteration."""
+    from engine.cli.devices import measure_loop as engine_loop, sample_images
     from engine.model import prepare_network
-    from engine.optimize import Targets, optimize_image
     from engine.options import StyleOptions
-    from engine.progress import Reporter
-    from engine.targets import content_targets, style_grams
-    from engine.tensors import autocast_factory, to_tensor
+    from engine.tensors import to_tensor
 
     options = StyleOptions(model=spec["model"], weights=spec["weights"], precision=spec["precision"],
                            device=spec["device"], seed=0)
+    row = engine_loop(options, spec["height"], spec["width"], spec["iterations"], spec["warmup"])
     net, plan, device = prepare_network(options)
-    autocast = autocast_factory(device, options.precision)
-    content, style = (to_tensor(a, device) for a in _images(spec["height"], spec["width"]))
-    memory = Memory(device)
-    memory.reset()
-    targets = Targets(content_targets(net, content, plan.content, autocast),
-                      style_grams(net, [style], [1.0], plan.style, autocast))
-    forward_peak = memory.peak() - memory.base
+    content = to_tensor(sample_images(spec["height"], spec["width"])[0], device)
     flops = iteration_flops(net, content, plan.layers, plan.style)
-    stamps: list[float] = []
-    total = spec["warmup"] + spec["iterations"]
-    memory.reset()
-    reporter = Reporter(total, lambda p: stamps.append(time.perf_counter()), None)
-    optimize_image(net, content, targets, options, plan.weights, total, reporter, autocast)
-    seconds = (stamps[-1] - stamps[spec["warmup"] - 1]) / spec["iterations"]
-    return {
-        "height": spec["height"], "width": spec["width"], "iterations": spec["iterations"],
-        "it_per_min": 60 / seconds, "seconds_per_iteration": seconds,
-        "peak_mb": memory.peak() / 2**20,  # whole process, at the loop's peak
-        "loop_mb": (memory.peak() - memory.base) / 2**20,  # above what was allocated before the loop
-        "targets_mb": forward_peak / 2**20,  # no-grad forward passes for the targets
-        "gflop_per_iteration": flops / 1e9, "gflops": flops / seconds / 1e9,
-        "lbfgs_history": min(total, 50),
-    }
+    return {**row, "gflop_per_iteration": flops / 1e9, "gflops": flops / row["seconds_per_iteration"] / 1e9,
+            "lbfgs_history": min(spec["warmup"] + spec["iterations"], 50)}
 
 
 def iteration_flops(net, image, layers: tuple[str, ...], style_layers: tuple[str, ...]) -> float:
@@ -348,20 +262,22 @@ def measure_tiled(spec: dict) -> dict:
     """A whole single-scale `stylize` at a size tiling makes fit: time, tiles and peak memory."""
     from engine.options import StyleOptions
     from engine.pipeline import stylize
+    from engine.cli.devices import sample_images
+    from engine.memory import PeakMemory
     from engine.tensors import pick_device
 
     device = pick_device(spec["device"])
-    content, style = _images(spec["height"], spec["width"])
+    content, style = sample_images(spec["height"], spec["width"])
     steps: list[tuple[int, int]] = []  # (tile side, tiles per pass) of each optimizer step; 0s when untiled
     options = StyleOptions(model=spec["model"], weights=spec["weights"], precision=spec["precision"],
                            device=spec["device"], iterations=spec["iterations"], scales=1,
-                           tile_size=spec["tile_size"], seed=0)
-    memory = Memory(device)
+                           tile_size=spec["tile_size"], seed=0, stop_change=0.0)
+    memory = PeakMemory(device)
     memory.reset()
     with tempfile.TemporaryDirectory() as cache:  # no cached Grams: time what a first run pays
         start = time.perf_counter()
         stylize(content, [style], options.replace(cache_dir=cache),
-                progress=lambda p: steps.append((p.tile_size, p.tiles)))
+                progress=lambda p: (memory.sample(), steps.append((p.tile_size, p.tiles))))
         seconds = time.perf_counter() - start
     tiled = [step for step in steps if step[0]]
     tile = tiled[-1][0] if tiled else None  # the size that ran (an out-of-memory retry shrinks it)
@@ -378,14 +294,16 @@ def seam_comparison(size: int, iterations: int, folder: Path) -> dict:
     along every tile border of every pass (a seam would raise it) with the rest of the image."""
     import numpy as np
 
+    from engine.cli.devices import sample_images
     from engine.images import read_image, write_image
     from engine.options import StyleOptions
     from engine.pipeline import stylize
     from engine.tiling import grid
 
-    content, style = _images(*_fit(read_image(SAMPLES / "content.png").shape, size))
+    content, style = sample_images(*_fit(read_image(SAMPLES / "content.png").shape, size))
     tile = size // 2
-    options = StyleOptions(model="vgg16", weights="packaged", iterations=iterations, seed=0, tile_passes=2)
+    options = StyleOptions(model="vgg16", weights="packaged", iterations=iterations, seed=0, tile_passes=2,
+                           stop_change=0.0)
     height, width = content.shape[:2]
     borders_x, borders_y = set(), set()
     overlap = min(options.tile_overlap, tile // 4)

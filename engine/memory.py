@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -69,21 +70,53 @@ def bytes_per_pixel(geo: NetGeometry, optimizer: str | None) -> float:
 
 
 def free_memory(device: torch.device) -> int:
-    """Bytes this process could still allocate on `device`."""
+    """Bytes this process could still allocate on `device`.
+
+    CUDA: the driver's free memory plus what torch's allocator holds unused.  MPS: Metal's recommended
+    working set less what the driver has allocated, and no more than the system has free (Apple silicon
+    shares one memory between CPU and GPU).  CPU: the system's available memory.
+    """
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    if device.type == "mps":
+        recommended = getattr(torch.mps, "recommended_max_memory", None)  # torch >= 2.3
+        if recommended is None:
+            return _system_free()
+        return max(0, min(recommended() - torch.mps.driver_allocated_memory(), _system_free()))
+    return _system_free()
+
+
+def _system_free() -> int:
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
-    except OSError:  # not Linux (macOS has no /proc): free pages, else half of all memory
+    except OSError:  # not Linux: Windows asks the kernel; macOS free pages, else half of all memory
         pass
+    if sys.platform == "win32":
+        return _windows_available()
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError):
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+
+
+def _windows_available() -> int:
+    """Available physical memory on Windows (GlobalMemoryStatusEx; os.sysconf does not exist there)."""
+    import ctypes
+
+    class MemoryStatus(ctypes.Structure):
+        _fields_ = [("length", ctypes.c_ulong), ("load", ctypes.c_ulong), ("total", ctypes.c_ulonglong),
+                    ("available", ctypes.c_ulonglong), ("page_total", ctypes.c_ulonglong),
+                    ("page_available", ctypes.c_ulonglong), ("virtual_total", ctypes.c_ulonglong),
+                    ("virtual_available", ctypes.c_ulonglong), ("extended", ctypes.c_ulonglong)]
+
+    status = MemoryStatus()
+    status.length = ctypes.sizeof(MemoryStatus)
+    ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(status))
+    return int(status.available)
 
 
 def memory_budget(device: torch.device, options: StyleOptions) -> int:
@@ -103,6 +136,83 @@ def tile_for_budget(budget: int, geo: NetGeometry, optimizer: str) -> int:
     """Largest square tile side (a multiple of the net's stride) whose optimisation fits `budget`."""
     side = math.isqrt(max(budget - FIXED_BYTES, 0) // math.ceil(bytes_per_pixel(geo, optimizer)))
     return max(MIN_TILE, side // geo.stride * geo.stride)
+
+
+def release_cache(device: torch.device) -> None:
+    """Give memory torch's allocator keeps for reuse back to the device (after an out-of-memory error)."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
+
+
+class PeakMemory:
+    """Peak memory of this process's work on `device` since `reset()`, in bytes.
+
+    CUDA: the allocator's peak (`torch.cuda.max_memory_allocated`).  MPS: Metal keeps no peak, so the driver's
+    allocation is sampled at every `sample()` (call it once per iteration).  CPU: the process's peak resident
+    memory, VmHWM on Linux (reset through /proc/self/clear_refs), else `ru_maxrss`, which cannot be reset.
+    `base` is what was in use at the reset; `peak() - base` is what the measured work added.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.base = 0
+        self._sampled = 0
+
+    @property
+    def kind(self) -> str:
+        return {"cuda": "CUDA allocator peak", "mps": "Metal driver allocation, sampled each iteration"}.get(
+            self.device.type, "process peak resident memory")
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        elif self.device.type == "cpu":
+            try:  # "5" resets VmHWM to the current RSS (Linux >= 4.0)
+                with open("/proc/self/clear_refs", "w") as fh:
+                    fh.write("5")
+            except OSError:
+                pass
+        self.base = self.current()
+        self._sampled = self.base
+
+    def sample(self) -> None:
+        if self.device.type == "mps":
+            self._sampled = max(self._sampled, self.current())
+
+    def current(self) -> int:
+        if self.device.type == "cuda":
+            return torch.cuda.memory_allocated(self.device)
+        if self.device.type == "mps":
+            return torch.mps.driver_allocated_memory()
+        return _status_bytes("VmRSS")
+
+    def peak(self) -> int:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device)
+        if self.device.type == "mps":
+            self.sample()
+            return self._sampled
+        return _status_bytes("VmHWM")
+
+
+def _status_bytes(field: str) -> int:
+    """A memory figure of this process from /proc/self/status; without /proc, the peak (`ru_maxrss`)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import resource
+    except ImportError:  # Windows: no portable figure without extra packages
+        return 0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak if sys.platform == "darwin" else peak * 1024
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -23,7 +23,8 @@ from typing import Callable, NamedTuple
 import torch
 
 from . import losses
-from .memory import MIN_TILE, NetGeometry, fits, geometry, is_out_of_memory, memory_budget, tile_for_budget
+from .memory import (MIN_TILE, NetGeometry, fits, geometry, is_out_of_memory, memory_budget, release_cache,
+                     tile_for_budget)
 from .networks import FeatureNet
 from .optimize import ExtraLoss, Targets, optimize_image
 from .progress import Reporter
@@ -230,8 +231,7 @@ class Tiler:
                 if not is_out_of_memory(exc) or smaller is None:
                     raise
             gc.collect()
-            if start.device.type == "cuda":
-                torch.cuda.empty_cache()
+            release_cache(start.device)
             log.warning("out of memory at %dx%d; retrying with %d px tiles", width, height, smaller)
             self._plan(height, width, smaller)
             reporter.total += (reporter.count - done) + self.iterations(height, width) - planned

@@ -1,19 +1,20 @@
 """`neural-style` command line: one module per subcommand, registered here in help order.
 
 Every user error ends as one line on stderr and exit status 2; no traceback.
-The benchmarks are development tools outside the engine package
-(`python -m benchmarks.bench`, see docs/benchmarks.md).
+`neural-style bench` measures speed and memory on this machine's devices; the
+development benchmarks are outside the engine package (`python -m benchmarks.bench`,
+see docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from . import export_onnx, fast, fetch_weights, stylize, stylize_sequence
+from . import devices, export_onnx, fast, fetch_weights, stylize, stylize_sequence
 from .common import SAMPLES, run_command
 
 # Each module adds its subcommand(s) through `register(subparsers)`.
-COMMANDS = (stylize, fetch_weights, stylize_sequence, export_onnx, fast)
+COMMANDS = (stylize, fetch_weights, stylize_sequence, export_onnx, fast, devices)
 
 __all__ = ["SAMPLES", "build_parser", "main"]
 
