@@ -9,6 +9,9 @@ checked by tests/test_locks.py).  Here they are read and one is chosen from what
 - macOS on Apple Silicon: the one set, whose torch uses the Apple GPU (MPS), if macOS is recent enough;
 - anything else: no set, and one sentence saying why.
 
+Each set has a companion lock, `<set>-cluster.txt` (Ray and what it needs beyond the set's lock), that Install
+Dependencies adds where the add-on's Ray Cluster is set (`PackageSet.locks`, `plan`).
+
 Nothing here imports bpy or torch; `choose` is a pure function of the sets, the platform and the GPUs found,
 so the Windows and macOS cases are tested on Linux (tests/test_package_sets.py).
 """
@@ -51,6 +54,15 @@ class PackageSet:
     def lock(self) -> str:
         return os.path.join(LOCKS, f"{self.name}.txt")
 
+    @property
+    def cluster_lock(self) -> str:
+        """Ray for distributed runs, and its dependencies that `lock` does not pin (installed together with it)."""
+        return os.path.join(LOCKS, f"{self.name}-cluster.txt")
+
+    def locks(self, cluster: bool = False) -> list[str]:
+        """The lock files Install Dependencies installs: the set's, and its cluster lock for a Ray cluster."""
+        return [self.lock, *([self.cluster_lock] if cluster else [])]
+
     def index_url(self, root: str = "") -> str:
         """The package index this set's torch comes from besides PyPI ("" when PyPI has it)."""
         return f"{(root or TORCH_INDEX).rstrip('/')}/{self.torch_build}" if self.torch_build else ""
@@ -82,6 +94,19 @@ def download_mb(lock: str) -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def locked_version(lock: str, name: str) -> str:
+    """The version a lock pins `name` at ("" where it does not)."""
+    try:
+        with open(lock, encoding="utf-8") as fh:
+            for line in fh:
+                found, _, version = line.strip().partition("==")
+                if version and found.lower() == name.lower():
+                    return version
+    except OSError:
+        pass
+    return ""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -184,6 +209,18 @@ def choose(sets: dict[str, PackageSet], platform_tag: str, gpus: list[Gpu], maco
                            "needs: CPU only (update the driver, then Install Dependencies again for the GPU)")
     return Choice(cpu, f"{gpu.name} (compute capability {gpu.compute}) is older than the GPUs CUDA {cuda.cuda} "
                        f"supports ({cuda.min_compute} and newer): CPU only")
+
+
+def plan(choice: Choice, cluster: bool = False) -> str:
+    """The one line the preferences show before Install Dependencies: the set and why, Ray where a Ray Cluster is
+    set (`cluster`), and what it all downloads."""
+    if choice.package_set is None:
+        return choice.reason
+    locks = choice.package_set.locks(cluster)
+    sizes = [download_mb(lock) for lock in locks]
+    ray = f", and Ray {locked_version(locks[-1], 'ray')} for the Ray Cluster" if cluster else ""
+    about = f", about {sum(sizes) / 1000:.1f} GB to download" if all(sizes) else ""
+    return f"Packages for this machine: {choice.reason}{ray}{about}"
 
 
 _choices: dict[bool, Choice] = {}

@@ -6,10 +6,13 @@ Windows x64, macOS arm64 (at the macOS version torch's wheels need) and Linux x6
 3.11, Blender 4.2 to 5.0's.  This needs PyPI (uv's cache makes a rerun take about a second a set).  A torch
 build that only the PyTorch index has (Linux CPU-only, Windows CUDA) is resolved from that index, or from local
 wheels pip is configured with, or, where the set says its dependencies are PyPI's torch's, with PyPI's torch.
+Each set's cluster lock (Ray, which Install Dependencies adds where a Ray Cluster is set) is resolved the same way,
+together with the set, and holds only what the set's lock does not pin.
 """
 
 from __future__ import annotations
 
+import functools
 import tomllib
 import urllib.request
 from pathlib import Path
@@ -31,33 +34,70 @@ MARKERS = {
 }
 
 
+@functools.cache
+def resolved(name: str) -> lock.Resolution:
+    """A set resolved now (once per test run: the cluster lock's test needs it too)."""
+    try:
+        return lock.resolve(SETS[name])
+    except lock.Unavailable as exc:
+        pytest.skip(f"{name} cannot be resolved from this machine: {exc}")
+
+
+def locked(path: str) -> dict[str, str]:
+    """Normalised name -> version of every package a lock pins."""
+    return {Requirement(line).name.lower(): line.split("==")[1] for line in dependencies.requirement_lines(path)}
+
+
 @pytest.mark.parametrize("name", sorted(SETS))
 def test_each_set_resolves_to_its_committed_lock(name):
     item = SETS[name]
-    try:
-        found = lock.resolve(item)
-    except lock.Unavailable as exc:
-        pytest.skip(f"{name} cannot be resolved from this machine: {exc}")
+    found = resolved(name)
     assert found.lines == dependencies.requirement_lines(item.lock), (
         f"engine/locks/{name}.txt is stale: run `.venv/bin/python scripts/lock.py {name}`")
     assert all(size > 0 for size in found.sizes.values())
 
 
+@pytest.mark.parametrize("name", sorted(SETS))
+def test_each_sets_cluster_lock_resolves_to_its_committed_lock(name):
+    """Ray with the set, for the set's platform: what it adds to the set's lock, at the versions committed."""
+    item = SETS[name]
+    found = lock.resolve_cluster(item, resolved(name))
+    assert found.lines == dependencies.requirement_lines(item.cluster_lock), (
+        f"engine/locks/{name}-cluster.txt is stale: run `.venv/bin/python scripts/lock.py {name}`")
+    assert set(found.sizes) == {line.split("==")[0] for line in found.lines}  # every wheel's size is known
+    assert package_sets.download_mb(item.cluster_lock) == round(sum(found.sizes.values()) / 1e6)
+
+
+def pins() -> dict[str, str]:
+    """engine/constraints.txt: normalised name -> the version tested."""
+    return locked(str(ROOT / "engine" / "constraints.txt"))
+
+
+def test_every_cluster_lock_adds_ray_at_its_pin_and_nothing_its_set_pins():
+    """Offline: pip installs a set's lock and its cluster lock together with --no-deps, so they must not name one
+    package twice; the cluster lock pins Ray (pyproject.toml's `cluster` extra) at engine/constraints.txt's version."""
+    assert [Requirement(line).name for line in lock.extra_requirements(lock.CLUSTER_EXTRA)] == ["ray"]
+    for item in SETS.values():
+        base, cluster = locked(item.lock), locked(item.cluster_lock)
+        assert cluster["ray"] == pins()["ray"], item.name
+        assert not set(base) & set(cluster), (item.name, set(base) & set(cluster))
+        assert item.locks() == [item.lock] and item.locks(cluster=True) == [item.lock, item.cluster_lock]
+
+
 def test_every_lock_holds_the_requirements_that_apply_on_its_platform():
     """Offline: each requirement line whose marker holds on the platform is pinned in that platform's locks, at
     the version of engine/constraints.txt; a line that does not hold is absent (no onnxruntime-gpu on macOS)."""
-    pins = {Requirement(line).name.lower(): line.split("==")[1]
-            for line in dependencies.requirement_lines(str(ROOT / "engine" / "constraints.txt"))}
+    tested = pins()
     for item in SETS.values():
-        locked = {Requirement(line).name.lower(): line.split("==")[1] for line in dependencies.requirement_lines(item.lock)}
+        versions = locked(item.lock)
         for line in dependencies.requirement_lines(str(ROOT / "engine" / "requirements.txt")):
             requirement = Requirement(line)
             name = requirement.name.lower()
             if requirement.marker is None or requirement.marker.evaluate(MARKERS[item.platform]):
-                assert locked[name].split("+")[0] == pins[name], (item.name, name)
+                assert versions[name].split("+")[0] == tested[name], (item.name, name)
             else:
-                assert name not in locked, (item.name, name)
-        assert locked["torch"] == pins["torch"] + (f"+{item.torch_build}" if item.torch_build else "")
+                assert name not in versions, (item.name, name)
+        assert versions["torch"] == tested["torch"] + (f"+{item.torch_build}" if item.torch_build else "")
 
 
 def test_the_manifest_lists_exactly_the_platforms_the_sets_serve():

@@ -58,6 +58,18 @@ def test_every_set_has_its_lock_and_download_size():
         assert size and 100 < size < 5000, (item.name, size)
 
 
+@pytest.mark.parametrize("name", sorted(SETS))
+def test_the_plan_says_the_set_ray_where_a_cluster_is_set_and_the_download(name):
+    item = SETS[name]
+    choice = package_sets.Choice(item, "why")
+    base, cluster = package_sets.download_mb(item.lock), package_sets.download_mb(item.cluster_lock)
+    assert cluster and 10 < cluster < 200, (name, cluster)  # Ray's wheel and its few dependencies
+    assert package_sets.plan(choice) == f"Packages for this machine: why, about {base / 1000:.1f} GB to download"
+    assert package_sets.plan(choice, cluster=True) == (f"Packages for this machine: why, and Ray 2.60.0 for the Ray "
+                                                       f"Cluster, about {(base + cluster) / 1000:.1f} GB to download")
+    assert package_sets.plan(package_sets.Choice(None, "not here"), cluster=True) == "not here"
+
+
 def test_nvidia_smi_lines():
     text = "NVIDIA GeForce RTX 4090, 580.82.07, 8.9\nNVIDIA GeForce GTX 970, 470.256.02, [N/A]\n\ngarbage\n"
     assert parse_nvidia_smi(text) == [RTX_4090, Gpu("NVIDIA GeForce GTX 970", "470.256.02", None)]
