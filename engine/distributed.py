@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .cluster_check import check, use_token
+from .environment import ray_missing
 from .errors import Cancelled, EngineError
 from .files import atomic_write
 from .fingerprints import array_digest, data_digest
@@ -329,7 +330,7 @@ def connect(address: str | None, token_file: str | None = None):
     try:
         import ray
     except ImportError:
-        raise EngineError("distributed runs need Ray: pip install 'neural-style-engine[cluster]'") from None
+        raise ray_missing() from None
     global _connected
     key = (address, os.environ.get("RAY_AUTH_TOKEN_PATH"))
     if ray.is_initialized() and _connected != key:

@@ -4,7 +4,8 @@ The worker's `check` command runs `check_requirements()` so a host (the
 Blender add-on after "Install Dependencies") learns in one round trip that the
 engine will work, or which package is missing.  Lazy imports (OpenCV, OpenEXR,
 onnxruntime, tqdm) are imported here too, so a missing one is found before a
-job needs it.
+job needs it.  Optional packages (Ray, for distributed runs) are checked where
+they are installed: the add-on installs Ray only while its Ray Cluster is set.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from pathlib import Path
 from .errors import EngineError
 
 REQUIREMENTS = Path(__file__).with_name("requirements.txt")
+ROOT = Path(__file__).resolve().parents[1]  # the folder holding engine/: a source checkout or the Blender extension
+# Distributions of pyproject.toml's optional extras that the engine imports where a feature needs them: the check
+# imports each one that is installed (Install Dependencies adds Ray, the `cluster` extra, where a Ray Cluster is set).
+OPTIONAL = ("ray",)
 
 
 def requirement_names(path: Path = REQUIREMENTS, environment: dict[str, str] | None = None) -> list[str]:
@@ -59,11 +64,11 @@ def import_names(distribution: str) -> list[str]:
     return [module for module in modules if _normalise(module) == wanted] or modules
 
 
-def check_requirements(path: Path = REQUIREMENTS) -> dict[str, str]:
-    """Import every requirement; returns {module imported: its distribution's version} (`cv2`: "4.10.0.84")
-    or raises EngineError naming what failed."""
+def check_requirements(path: Path = REQUIREMENTS, optional: tuple[str, ...] = OPTIONAL) -> dict[str, str]:
+    """Import every requirement, and each `optional` distribution that is installed; returns {module imported:
+    its distribution's version} (`cv2`: "4.10.0.84") or raises EngineError naming what failed."""
     found = {}
-    for name in requirement_names(path):
+    for name in requirement_names(path) + [name for name in optional if _installed(name)]:
         try:
             version = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
@@ -77,6 +82,29 @@ def check_requirements(path: Path = REQUIREMENTS) -> dict[str, str]:
                                   f"{type(exc).__name__}: {exc}") from None
             found[module] = version
     return found
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        importlib.metadata.distribution(distribution)
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+def in_blender_extension(root: Path = ROOT) -> bool:
+    """Whether this engine is the copy inside the Blender extension (beside blender_manifest.toml, without the
+    pyproject.toml of a source checkout), whose packages come from the add-on's Install Dependencies, not pip."""
+    return (root / "blender_manifest.toml").is_file() and not (root / "pyproject.toml").is_file()
+
+
+def ray_missing(root: Path = ROOT) -> EngineError:
+    """The one sentence for a distributed run without Ray, saying how to get it where this engine runs."""
+    if in_blender_extension(root):
+        return EngineError("distributed runs need Ray, which is not installed for the style engine: click Install "
+                           "Dependencies in the add-on's preferences (with a Ray Cluster set it installs Ray), "
+                           "then run again")
+    return EngineError("distributed runs need Ray: pip install 'neural-style-engine[cluster]'")
 
 
 def torch_build() -> dict:

@@ -115,6 +115,26 @@ def test_the_engine_reads_the_markers_of_its_requirement_list():
     assert "onnxruntime" not in requirement_names()  # this machine: Linux
 
 
+def test_the_engine_checks_ray_where_it_is_installed_and_says_how_to_get_it(tmp_path):
+    """The worker's check imports an optional package (Ray) only where it is installed, as Install Dependencies
+    puts it only while a Ray Cluster is set; without Ray, the extension's engine points at Install Dependencies and
+    an engine from a source checkout at pip."""
+    from engine import environment
+
+    (tmp_path / "requirements.txt").write_text("# why\npackaging>=23\n")
+    checked = environment.check_requirements(tmp_path / "requirements.txt")
+    assert checked == {"packaging": pins()["packaging"], "ray": pins()["ray"]}  # this venv has the cluster extra
+    assert environment.check_requirements(tmp_path / "requirements.txt", optional=("no-such-dist",)) == {
+        "packaging": pins()["packaging"]}
+    extension = tmp_path / "neural_style"
+    (extension / "engine").mkdir(parents=True)
+    (extension / "blender_manifest.toml").write_text('id = "neural_style"\n')
+    assert environment.in_blender_extension(extension) and not environment.in_blender_extension(ROOT)
+    assert str(environment.ray_missing(ROOT)) == "distributed runs need Ray: pip install 'neural-style-engine[cluster]'"
+    message = str(environment.ray_missing(extension))
+    assert "Install Dependencies" in message and "pip" not in message and "\n" not in message
+
+
 def test_torch_builds_of_the_pytorch_index_are_there():
     """Only where download.pytorch.org can be reached (it cannot from the machine these locks were made on, which
     is said in those locks' header): the exact wheel each torch-index set installs is listed there."""
