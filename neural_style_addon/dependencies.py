@@ -8,7 +8,8 @@ this machine (`package_sets`: its platform, and CUDA, Apple GPU or CPU only):
 the engine's one list, `engine/requirements.txt`, resolved for that platform at
 the versions the project is tested with, every package pinned, so pip installs
 exactly those (`--no-deps`), binary wheels only (a source archive would run its
-build code).  pip fills a staging folder beside `site-packages`; a worker then
+build code); with the set's cluster lock (Ray) beside it where a Ray Cluster is
+set.  pip fills a staging folder beside `site-packages`; a worker then
 imports every requirement from it (its `check` command), and only then does
 the staging folder replace `site-packages` (two renames), so a failed,
 cancelled or broken install leaves the working folder as it was, and a package
@@ -30,7 +31,7 @@ import os
 import subprocess
 import threading
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 from . import os_rules, package_sets
 from .errors import StyleError
@@ -67,12 +68,12 @@ def staging_folder(target: str) -> str:
     return f"{target}.partial"
 
 
-def install_command(python: str, target: str, lock: str, index: str = "") -> list[str]:
-    """pip with the worker's Python: exactly the packages of a lock file (no resolving of its own: --no-deps),
+def install_command(python: str, target: str, locks: Sequence[str], index: str = "") -> list[str]:
+    """pip with the worker's Python: exactly the packages of the lock files (no resolving of its own: --no-deps),
     binary wheels only, into `target`; `index`: the package index the set's torch build comes from, besides PyPI."""
     return [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
             "--no-deps", "--only-binary", ":all:", "--target", target, *(["--extra-index-url", index] if index else []),
-            "-r", lock]
+            *(argument for lock in locks for argument in ("-r", lock))]
 
 
 def pip_failure(lines) -> str:
@@ -107,13 +108,13 @@ class Install:
     `cancel()` kills pip (or the checking worker); the folder stays as it was.
     """
 
-    def __init__(self, config: WorkerConfig, target: str, lock: str, online: bool, index: str = ""):
+    def __init__(self, config: WorkerConfig, target: str, locks: Sequence[str], online: bool, index: str = ""):
         if not online:
             raise DependencyError(OFFLINE)
         self.target = target
         self.staging = staging_folder(target)
-        self.packages = len(requirement_lines(lock))
-        self.command = install_command(config.python, self.staging, lock, index)
+        self.packages = sum(len(requirement_lines(lock)) for lock in locks)
+        self.command = install_command(config.python, self.staging, locks, index)
         self.config = config
         self.status = InstallStatus("starting pip")
         self.error: str | None = None
@@ -256,10 +257,12 @@ def check(config: WorkerConfig, started: Callable[[WorkerClient], None] | None =
 
 @dataclass(frozen=True)
 class Probe:
-    """What a worker Python can run: `ok` None while the check runs, then True or False with the reason."""
+    """What a worker Python can run: `ok` None while the check runs, then True or False with the reason; `modules`:
+    what the check imported ({module: version}: "ray" where Ray is installed)."""
 
     ok: bool | None
     text: str
+    modules: dict = dataclasses.field(default_factory=dict)
 
 
 _probes: dict[WorkerConfig, Probe] = {}
@@ -284,7 +287,8 @@ def probing() -> bool:
 
 def _run_probe(config: WorkerConfig) -> None:
     try:
-        found = Probe(True, package_sets.describe_build(check(config).get("build", {})))
+        result = check(config)
+        found = Probe(True, package_sets.describe_build(result.get("build", {})), result.get("modules", {}))
     except StyleError as exc:
         found = Probe(False, str(exc))
     with _probe_lock:

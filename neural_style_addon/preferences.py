@@ -102,21 +102,24 @@ def package_choice(context=None) -> package_sets.Choice:
     return package_sets.for_this_machine(cpu_only=bool(prefs and prefs.cpu_only))
 
 
-def _chosen_set(context=None) -> tuple[package_sets.PackageSet, str]:
-    """The set to install and the index its torch comes from; DependencyError when no set fits this machine."""
+def _chosen_set(context=None) -> tuple[list[str], str]:
+    """The lock files to install (this machine's set, with its cluster lock where a Ray Cluster is set) and the
+    index its torch comes from; DependencyError when no set fits this machine."""
     chosen = package_choice(context).package_set
     if chosen is None:
         raise dependencies.DependencyError(package_choice(context).reason)
     prefs = preferences(context)
-    return chosen, chosen.index_url(prefs.torch_index.strip() if prefs else "")
+    index = chosen.index_url(prefs.torch_index.strip() if prefs else "")
+    return chosen.locks(cluster=bool(ray_address(context))), index
 
 
 def install_command(context=None) -> list[str]:
-    """What Install Dependencies runs: pip with the worker's Python, the lock of this machine's package set,
-    into a staging folder beside the user folder's site-packages, so Blender's own Python stays untouched."""
-    chosen, index = _chosen_set(context)
+    """What Install Dependencies runs: pip with the worker's Python, the lock of this machine's package set (and
+    Ray's where a Ray Cluster is set), into a staging folder beside the user folder's site-packages, so Blender's
+    own Python stays untouched."""
+    locks, index = _chosen_set(context)
     return dependencies.install_command(install_config(context).python, dependencies.staging_folder(site_packages()),
-                                        chosen.lock, index)
+                                        locks, index)
 
 
 def install_dependencies(context=None) -> dependencies.Install:
@@ -131,8 +134,8 @@ def install_dependencies(context=None) -> dependencies.Install:
     config = install_config(context)
     if not bpy.app.online_access:
         raise dependencies.DependencyError(dependencies.OFFLINE)
-    chosen, index = _chosen_set(context)
-    installing = dependencies.Install(config, site_packages(), chosen.lock, bpy.app.online_access, index)
+    locks, index = _chosen_set(context)
+    installing = dependencies.Install(config, site_packages(), locks, bpy.app.online_access, index)
     worker_client.shutdown()  # it may use the packages pip replaces when it has finished
     dependencies.forget_probes()
     imports_torch.cache_clear()
@@ -205,6 +208,9 @@ class NeuralStylePreferences(bpy.types.AddonPreferences):
         layout.prop(self, "ray_address")
         if self.ray_address.strip():
             layout.prop(self, "ray_token_file")
+            if state.ok and "ray" not in state.modules:
+                layout.label(text="Ray is not installed for the worker: click Install Dependencies to add it",
+                             icon="ERROR")
         row = layout.row()
         if installing is not None and not installing.finished:
             row.label(text=f"Installing: {installing.status.text}", icon="TIME")
@@ -231,9 +237,7 @@ def _draw_package_set(prefs, context) -> None:
     if choice.package_set is None:
         layout.label(text=choice.reason, icon="ERROR")
         return
-    size = package_sets.download_mb(choice.package_set.lock)
-    about = f", about {size / 1000:.1f} GB to download" if size else ""
-    layout.label(text=f"Packages for this machine: {choice.reason}{about}", icon="INFO")
+    layout.label(text=package_sets.plan(choice, cluster=bool(prefs.ray_address.strip())), icon="INFO")
     if choice.package_set.platform != "macos-arm64":
         layout.prop(prefs, "cpu_only")
     if choice.package_set.torch_build:

@@ -7,10 +7,12 @@ and the add-on's Worker Python is pointed at a bare venv (`python -m venv`,
 nothing installed).  The add-on's installer then picks this machine's package
 set (Linux x64 without an NVIDIA driver: CPU only), installs its lock file with
 pip (torch from the PyTorch CPU index, here a local mirror of it holding the CPU
-wheel pip is configured with, the rest from PyPI), checks that the worker imports
-everything, puts the folder in place, and a real stylize job runs with only
-that.  The refusals run in this process: online access off, a pip that fails,
-a cancel.
+wheel pip is configured with, the rest from PyPI), with the set's cluster lock
+(Ray) because a Ray Cluster is set, checks that the worker imports everything,
+puts the folder in place, and a real stylize job runs with only that; Stylize
+Animation then meets the Ray Cluster through that Ray, and, with Ray moved out
+of the folder, says to Install Dependencies.  The refusals run in this process:
+online access off, a pip that fails, a cancel.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from scripts import lock
 
 import bpy
 from addon_support import torch_index  # noqa: F401 - fixture: where Install Dependencies gets the CPU torch
+from engine import environment
 from neural_style_addon import dependencies, package_sets, preferences
 from neural_style_addon.errors import StyleError
 from neural_style_addon.worker_client import WorkerConfig
@@ -41,19 +44,24 @@ SOURCE_IGNORED = shutil.ignore_patterns(".venv", ".git", "__pycache__", ".pytest
                                         "build")
 
 INSTALL_AND_STYLIZE = r"""
-import json, os, sys, time
+import json, os, socket, sys, time
 import bpy
 import numpy as np
 
 zip_path, style_path, worker_python, torch_index = sys.argv[1:5]
+with socket.socket() as sock:  # a port nothing listens on: the Ray Cluster's address
+    sock.bind(("127.0.0.1", 0))
+    ray_address = "127.0.0.1:%d" % sock.getsockname()[1]
 bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
 module = "bl_ext.user_default.neural_style"
 addon = sys.modules[module + ".neural_style_addon"]
 prefs = bpy.context.preferences.addons[module].preferences
 prefs.python_path = worker_python
 prefs.torch_index = torch_index
+prefs.ray_address = ray_address  # Install Dependencies adds Ray
 bpy.context.preferences.system.use_online_access = True  # Install Dependencies downloads from PyPI
-report = {"site_packages": addon.preferences.site_packages(), "plan": addon.preferences.package_choice().reason}
+report = {"site_packages": addon.preferences.site_packages(), "plan": addon.preferences.package_choice().reason,
+          "ray_address": ray_address}
 
 start = time.monotonic()
 install = addon.preferences.install_dependencies()
@@ -82,6 +90,30 @@ out = np.empty(len(result.pixels), dtype=np.float32)
 result.pixels.foreach_get(out)
 report["result_size"] = list(result.size)
 report["result_change"] = float(np.abs(out.reshape(24, 32, 4)[..., :3] - pixels[..., :3]).mean())
+
+# Stylize Animation with the Ray Cluster: the worker joins it before rendering anything.
+scene = bpy.context.scene
+scene.render.engine = "CYCLES"
+scene.frame_start = scene.frame_end = 1
+scene.neural_style.styles.add().filepath = style_path
+frames = os.path.join(os.getcwd(), "frames")
+
+
+def cluster_error():
+    try:
+        addon.api.stylize_animation(out_dir=frames, scene=scene)
+    except Exception as exc:  # the add-on's StyleError
+        return str(exc)
+    return "no error"
+
+
+ray = os.path.join(report["site_packages"], "ray")
+os.rename(ray, ray + ".moved")  # as if the Ray Cluster had been set after Install Dependencies
+report["without_ray"] = cluster_error()
+os.rename(ray + ".moved", ray)
+report["with_ray"] = cluster_error()
+report["rendered"] = os.path.exists(os.path.join(frames, ".shot"))
+report["extension_root"] = addon.preferences.EXTENSION_ROOT
 print("REPORT " + json.dumps(report))
 """
 
@@ -144,7 +176,8 @@ def test_install_dependencies_into_a_bare_python_then_stylize(package, bare_pyth
     assert site.startswith(env["BLENDER_USER_RESOURCES"]) and "extensions" in site
     assert command[0] == bare_python and command[command.index("--target") + 1] == site + ".partial"
     assert report["plan"] == "no NVIDIA GPU found: CPU only"
-    assert Path(command[command.index("-r") + 1]).name == "linux-x64-cpu.txt" and "--no-deps" in command
+    locks = [Path(command[at + 1]).name for at, argument in enumerate(command) if argument == "-r"]
+    assert locks == ["linux-x64-cpu.txt", "linux-x64-cpu-cluster.txt"] and "--no-deps" in command  # Ray Cluster set
     index = torch_index or package_sets.TORCH_INDEX
     assert command[command.index("--extra-index-url") + 1] == index.rstrip("/") + "/cpu"
     assert os.path.isdir(os.path.join(site, "torch")) and os.path.isdir(os.path.join(site, "cv2"))
@@ -154,14 +187,41 @@ def test_install_dependencies_into_a_bare_python_then_stylize(package, bare_pyth
     # The worker imported everything, the lazily imported fast-mode and temporal packages included.
     assert {"torch", "numpy", "PIL", "cv2", "OpenEXR", "onnxruntime", "onnx", "tqdm"} <= set(report["modules"])
     assert report["modules"]["torch"] == lock.torch_pin() + "+cpu"  # the lock's build of the tested pin
-    packages = len(dependencies.requirement_lines(str(ROOT / "engine" / "locks" / "linux-x64-cpu.txt")))
+    assert report["modules"]["ray"] == package_sets.locked_version(str(ROOT / "engine" / "constraints.txt"), "ray")
+    packages = sum(len(dependencies.requirement_lines(str(ROOT / "engine" / "locks" / name))) for name in locks)
     assert any(text.startswith("collecting") and f" of {packages} packages" in text for text in report["statuses"])
     assert report["statuses"][-1].endswith("packages import; Installed: torch 2.13.0, CPU only")
     assert package_sets.describe_build(report["probe"]) == "Installed: torch 2.13.0, CPU only"
     # The job ran on the bare Python plus the installed folder.
     assert report["result_size"] == [32, 24] and report["result_change"] > 0.01
+    # The Ray Cluster, before any frame is rendered: with the installed Ray, the engine's check of the address;
+    # without it, the add-on's way to get it (not a pip command an artist cannot run).
+    assert environment.in_blender_extension(Path(report["extension_root"]))
+    assert report["without_ray"] == str(environment.ray_missing(Path(report["extension_root"])))
+    assert "Install Dependencies" in report["without_ray"] and "pip" not in report["without_ray"]
+    assert report["with_ray"].startswith(f"nothing listens at {report['ray_address']} (connection refused)")
+    assert not report["rendered"]
     # The bare venv itself is still bare.
     assert subprocess.run([bare_python, "-c", "import torch"], capture_output=True, timeout=120).returncode != 0
+
+
+def test_the_plan_adds_ray_while_a_ray_cluster_is_set(monkeypatch):
+    """The preferences' one-line plan and Install Dependencies' pip command follow the Ray Cluster preference, and
+    a Ray Cluster set where the worker has no Ray says so under it (with Ray installed, nothing more is said)."""
+    from test_addon_ui import draw_preferences
+
+    chosen = package_sets.for_this_machine().package_set  # asked now: drawing then finds it known
+    probed = dependencies.Probe(True, "Installed: torch 2.13.0, CPU only", {"torch": "2.13.0+cpu"})
+    monkeypatch.setattr(dependencies, "probe", lambda config: probed)
+    for address, locks in (("", [chosen.lock]), ("head:6379", [chosen.lock, chosen.cluster_lock])):
+        monkeypatch.setattr(preferences, "ray_address", lambda context=None, address=address: address)
+        command = preferences.install_command()
+        assert [command[at + 1] for at, argument in enumerate(command) if argument == "-r"] == locks
+        labels = draw_preferences(address).names("label")
+        assert package_sets.plan(package_sets.for_this_machine(), cluster=bool(address)) in labels
+        assert ("Ray is not installed for the worker: click Install Dependencies to add it" in labels) == bool(address)
+    monkeypatch.setattr(dependencies, "probe", lambda config: dependencies.Probe(True, probed.text, {"ray": "2.60.0"}))
+    assert not any(label.startswith("Ray is not installed") for label in draw_preferences("head:6379").names("label"))
 
 
 def test_online_access_off_refuses_in_one_sentence_and_installs_nothing():
@@ -182,7 +242,8 @@ def test_a_failing_pip_says_what_failed_and_changes_nothing(tmp_path):
     target.mkdir()
     (target / "kept.txt").write_text("from an earlier install")
     (tmp_path / "lock.txt").write_text("# a lock\ntqdm==0.0.1\n")  # no such release
-    install = dependencies.Install(WorkerConfig(sys.executable, ()), str(target), str(tmp_path / "lock.txt"), online=True)
+    install = dependencies.Install(WorkerConfig(sys.executable, ()), str(target), [str(tmp_path / "lock.txt")],
+                                   online=True)
     with pytest.raises(dependencies.DependencyError) as failed:
         install.wait()
     message = str(failed.value)
@@ -203,8 +264,8 @@ def test_pip_failure_picks_the_line_that_says_what_went_wrong():
 
 def test_cancel_kills_pip_and_leaves_the_folder_as_it_was(tmp_path):
     target = tmp_path / "site-packages"
-    lock_file = package_sets.for_this_machine().package_set.lock
-    install = dependencies.Install(WorkerConfig(sys.executable, ()), str(target), lock_file, online=True)
+    locks = package_sets.for_this_machine().package_set.locks()
+    install = dependencies.Install(WorkerConfig(sys.executable, ()), str(target), locks, online=True)
     deadline = time.monotonic() + 120
     while not install.status.text.startswith("collecting") and time.monotonic() < deadline:
         time.sleep(0.05)
