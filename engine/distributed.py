@@ -331,6 +331,8 @@ def connect(address: str | None, token_file: str | None = None):
         import ray
     except ImportError:
         raise ray_missing() from None
+    if not hasattr(ray, "init"):  # a stray folder named ray (Ray's own /tmp/ray) taken for a namespace package
+        raise ray_missing()
     global _connected
     key = (address, os.environ.get("RAY_AUTH_TOKEN_PATH"))
     if ray.is_initialized() and _connected != key:

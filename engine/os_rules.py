@@ -216,8 +216,11 @@ def popen_options(system: str | None = None) -> dict:
 
 def child_env(env: dict[str, str]) -> dict[str, str]:
     """`env` for a Python child whose output the host reads: UTF-8 on every stream whatever the system's code
-    page (Windows' is often cp1252, which cannot print a path like "C:\\Users\\Zoë\\渲染"), and unbuffered."""
-    return {**env, "PYTHONUTF8": "1", "PYTHONIOENCODING": "utf-8", "PYTHONUNBUFFERED": "1"}
+    page (Windows' is often cp1252, which cannot print a path like "C:\\Users\\Zoë\\渲染"), unbuffered, and
+    never importing from its working directory (Python 3.11+): the worker runs in the system's temp folder,
+    where anything may lie, Ray's own `/tmp/ray` folder among it, which `import ray` would otherwise take for
+    an empty namespace package where Ray is not installed."""
+    return {**env, "PYTHONUTF8": "1", "PYTHONIOENCODING": "utf-8", "PYTHONUNBUFFERED": "1", "PYTHONSAFEPATH": "1"}
 
 
 def blender_python(executable: str, resources: str, system: str | None = None,

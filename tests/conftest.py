@@ -15,8 +15,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import pytest
+# The suite runs in parallel (pytest-xdist, see pyproject.toml): the cores are shared out between its workers,
+# so torch and OpenCV in each worker, and the processes it starts, do not oversubscribe them.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 from engine.weights import cache_dir  # noqa: E402
 

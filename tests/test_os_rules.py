@@ -191,11 +191,17 @@ def test_swap_folder_replaces_the_whole_folder_and_keeps_it_on_failure(tmp_path)
     assert sorted(p.name for p in target.iterdir()) == ["torch"]  # the working folder is back in place
 
 
-def test_processes_are_started_without_a_console_window_on_windows_only():
+def test_processes_are_started_without_a_console_window_on_windows_only(tmp_path):
     assert os_rules.popen_options("windows") == {"creationflags": 0x08000000}
     assert os_rules.popen_options("linux") == {} and os_rules.popen_options("macos") == {}
     env = os_rules.child_env({"PATH": "/bin"})
     assert env["PYTHONUTF8"] == "1" and env["PYTHONIOENCODING"] == "utf-8" and env["PATH"] == "/bin"
+    # A folder in the temp folder the worker runs in (as Ray's /tmp/ray where Ray is not installed) is no module.
+    (tmp_path / "not_installed_anywhere").mkdir()
+    imported = [sys.executable, "-c", "import not_installed_anywhere"]
+    shadowed = subprocess.run(imported, cwd=tmp_path, env={**os.environ, "PYTHONSAFEPATH": ""}, capture_output=True)
+    safe = subprocess.run(imported, cwd=tmp_path, env=os_rules.child_env(dict(os.environ)), capture_output=True)
+    assert shadowed.returncode == 0 and safe.returncode == 1 and b"ModuleNotFoundError" in safe.stderr
 
 
 @pytest.mark.parametrize("executable, resources, system, expected", [
