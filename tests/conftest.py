@@ -49,6 +49,16 @@ from engine.images import read_image, resize  # noqa: E402
 from engine.cli import SAMPLES  # noqa: E402
 
 
+# The files that take longest start first, so the parallel run never ends waiting for one of them alone (xdist
+# hands out files in collection order); the others keep theirs.
+SLOWEST_FIRST = ("test_distributed.py", "test_addon_install.py", "test_addon_artist_day.py")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    rank = {name: place for place, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 @pytest.fixture(scope="session")
 def content_small() -> np.ndarray:
     return resize(read_image(SAMPLES / "content.png"), 48, 72)
