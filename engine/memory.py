@@ -28,8 +28,8 @@ FORWARD_FACTOR = 0.5
 # Allocator slack, weights and interpreter state not proportional to the image.
 FIXED_BYTES = 600 * 2**20
 # L-BFGS keeps 2 x history_size (50 in `optimize_image`) image-sized vectors plus ~6 work
-# vectors; Adam keeps 2 moments plus the gradient.
-OPTIMIZER_STATE_VECTORS = {"lbfgs": 2 * 50 + 6, "adam": 4}
+# vectors and the best image so far (`optimize.Best`); Adam keeps 2 moments plus the gradient.
+OPTIMIZER_STATE_VECTORS = {"lbfgs": 2 * 50 + 7, "adam": 4}
 # Share of the free memory a run plans to use; the rest absorbs estimate error and other users.
 BUDGET_FRACTION = 0.6
 

@@ -26,8 +26,9 @@ POOLINGS = ("max", "avg")
 MAX_SIDE = 8192
 # Seeds seed torch and NumPy's generators, which take unsigned 64-bit values.
 MAX_SEED = 2**63 - 1
-# Default `StyleOptions.stop_change`: 8-bit levels per 10 iterations below which the picture counts as still.
-STOP_CHANGE = 0.5
+# Default `StyleOptions.stop_change`: percent change of the picture's style statistics per 10 iterations below which
+# its look counts as settled (calibrated in docs/benchmarks.md, "Time to quality and the convergence stop").
+STOP_CHANGE = 1.0
 
 
 class JsonOptions:
@@ -152,9 +153,9 @@ class StyleOptions(JsonOptions):
     optimizer: str = "lbfgs"
     # Most iterations per scale (per tile and pass when tiled).
     iterations: int = 200
-    # Convergence stop: a scale (or tile) ends once the picture moved by less than this many 8-bit levels
-    # (mean absolute, sRGB) per 10 iterations, twice in a row (engine/optimize.py, `StopRule`); `iterations`
-    # stays the upper bound.  0 runs every iteration.  Calibrated in docs/benchmarks.md, "Time to quality".
+    # Convergence stop: a scale (or tile) ends once the picture's look (the Gram matrices of its style layers)
+    # changed by less than this many percent per 10 iterations, twice in a row (engine/optimize.py, `StopRule`);
+    # `iterations` stays the upper bound.  0 runs every iteration.
     stop_change: float = STOP_CHANGE
     # None = the optimizer's own default (L-BFGS 1.0, Adam 0.02 in [0, 1] pixel units).
     learning_rate: float | None = None
@@ -195,8 +196,8 @@ class StyleOptions(JsonOptions):
         _choice("precision", self.precision, PRECISIONS)
         if self.iterations < 1:
             raise EngineError(f"iterations must be at least 1, got {self.iterations}")
-        if not 0 <= self.stop_change <= 255:
-            raise EngineError(f"stop_change must be between 0 (off) and 255 levels, got {self.stop_change}")
+        if not 0 <= self.stop_change <= 100:
+            raise EngineError(f"stop_change must be between 0 (off) and 100 percent, got {self.stop_change}")
         if self.size is not None and not 16 <= self.size <= MAX_SIDE:
             raise EngineError(f"size must be between 16 and {MAX_SIDE} pixels, got {self.size}")
         for name in ("content_weight", "style_weight", "tv_weight"):

@@ -56,9 +56,10 @@ def _style_flags() -> dict[str, tuple[tuple[str, ...], dict]]:
         "optimizer": (("--optimizer",), dict(choices=OPTIMIZERS, default=d.optimizer)),
         "iterations": (("--iterations", "-n"), dict(type=int, default=d.iterations,
                        help="most per scale (the convergence stop, --stop-change, may end a scale sooner)")),
-        "stop_change": (("--stop-change",), dict(type=float, default=d.stop_change, metavar="LEVELS",
-                        help="end a scale once the picture moves by less than LEVELS 8-bit levels (mean) per 10 "
-                             f"iterations, twice in a row (default {d.stop_change}; 0: run every --iterations)")),
+        "stop_change": (("--stop-change",), dict(type=float, default=d.stop_change, metavar="PERCENT",
+                        help="end a scale once the picture's look (its style statistics) changes by less than "
+                             f"PERCENT per 10 iterations, twice in a row (default {d.stop_change}; 0: run every "
+                             "--iterations)")),
         "learning_rate": (("--learning-rate",), dict(type=float)),
         "init": (("--init",), dict(choices=INITS, default=d.init)),
         "init_image": (("--init-image",), {}),
