@@ -35,3 +35,33 @@ def test_bench_writes_rows_beside_the_study_and_a_plot(tmp_path, capsys):
 def test_bench_refuses_a_missing_device(capsys):
     assert main(["--devices", "tpu"]) == 2
     assert "not available" in capsys.readouterr().err
+
+
+def test_gpu_figures_run_end_to_end_in_dry_mode(tmp_path, capsys):
+    """benchmarks/gpu.py at toy sizes on the CPU: every section runs and lands in the JSON (issue 24)."""
+    from benchmarks import gpu
+
+    out = tmp_path / "gpu.json"
+    assert gpu.main(["--dry", "--device", "cpu", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["dry"] and report["skipped"] == {}
+    assert [(r["model"], r["size"]) for r in report["study"]] == [("vgg19", 96), ("nin", 96)]
+    assert all(r["it_per_min"] > 0 and r["peak_mb"] > 0 for r in report["study"])
+    assert report["study"][0]["study_gtx960"] is None  # the study has no 96 px figure
+    assert report["512px"]["seconds"] > 0 and report["512px"]["tile"] is None
+    assert report["1080p"]["iterations"] == 3 and report["1080p"]["peak_mb"] > 0
+    fits = report["largest"]["fits"]
+    assert (fits["width"], fits["height"], fits["tile"]) == (96, 48, 64) and fits["tiles_per_pass"] >= 2
+    assert report["largest"]["largest_untiled_side"] >= 64
+    fp32, fp16, bf16 = report["precision"]
+    assert fp32["levels_from_fp32"] == 0 and 0 < fp32["judge"]["objective"] < 100
+    assert "needs a GPU" in fp16["refused"]
+    assert "refused" in bf16 or bf16["judge"]["objective"] > 0  # bf16 runs on CPUs with bf16 arithmetic only
+    assert "1080p" in capsys.readouterr().out
+
+
+def test_gpu_figures_need_a_gpu_or_the_dry_mode(capsys):
+    from benchmarks import gpu
+
+    assert gpu.main(["--device", "cpu", "--json", "unused.json"]) == 2
+    assert "--dry" in capsys.readouterr().err
