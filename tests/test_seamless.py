@@ -85,11 +85,13 @@ def test_seamless_keeps_size_alpha_and_rounds_scales_to_the_stride(style_small):
 
 
 def test_seamless_stylized_texture_has_no_visible_seam(style_small):
-    """The real check, real VGG-16: with seamless the wrap edge is no more visible than the inside (about 0.97);
-    without it, rougher than every interior line a whole stride from it (about 1.14)."""
+    """The real check, real VGG-16: with seamless the wrap edge is no more visible than the inside (0.91-0.98);
+    without it, rougher than every interior line a whole stride from it (1.28-1.31 against at most 1.16).
+    80 iterations: at 25 the plain run's seam was not yet clearly above the interior (1.16 against 1.22 on one
+    thread count), so the check depended on the machine."""
     from benchmarks.bench_seamless import interior_ratios
 
-    options = StyleOptions(iterations=25, seed=0, style_weight=100.0, seamless=True)
+    options = StyleOptions(iterations=80, seed=0, style_weight=100.0, seamless=True)
     wrapped = seam_ratio(stylize(tileable(96), [style_small], options))
     plain_out = stylize(tileable(96), [style_small], options.replace(seamless=False))
     plain = seam_ratio(plain_out)
