@@ -24,7 +24,7 @@ from engine.cli.common import ints, names, run_command
 from engine.errors import EngineError
 from engine.fast.inference import apply
 from engine.fast.net import OUTPUT_NAME, TransformerNet
-from engine.fast.training import fast_options, training_step
+from engine.fast.training import training_step
 from engine.model import prepare_network
 from engine.options import StyleOptions
 from engine.tensors import pick_device
@@ -137,7 +137,7 @@ def bench_fast(sizes: list[tuple[int, int]], widths: list[str], repeat: int, fol
 
 def bench_training(crops: list[int], batch: int, repeat: int, weights: str, device: str) -> list[dict]:
     """Seconds per fast-mode training step (transformer + VGG-16 losses, forward and backward)."""
-    options = fast_options(StyleOptions(weights=weights, device=device))
+    options = StyleOptions(weights=weights, device=device)
     net, plan, torch_device = prepare_network(options)
     rows = []
     for crop in crops:

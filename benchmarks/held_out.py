@@ -52,6 +52,11 @@ def _panorama_crop(name: str) -> np.ndarray:
     return np.ascontiguousarray(image[y0 : y0 + ch, x0 : x0 + cw, :3])
 
 
+def panorama(name: str) -> np.ndarray:
+    """A studio-light photograph by name (city, courtyard, forest, interior, night, studio, sunrise, sunset)."""
+    return _panorama_crop(name)
+
+
 @lru_cache(maxsize=None)
 def _hopper() -> np.ndarray:
     from engine.images import read_image

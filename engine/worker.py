@@ -407,14 +407,22 @@ def run_stylize(job: Job) -> dict:
 
 
 def run_fast_train(job: Job) -> dict:
-    """Train (or reuse) a fast-mode model in `model_dir`; the result is the model's path."""
-    from .fast.training import train  # torch loads with the first job
+    """Train (or reuse) a fast-mode model in `model_dir` (default: the engine's cache, shared by every job);
+    the result is the model's path and whether it was trained now."""
+    from .fast.training import models_folder, train  # torch loads with the first job
 
     f = job.fields
+    options = f["options"] or StyleOptions()
     frames = [load_array(path, "frame") if path.endswith(".npy") else path for path in f["frames"]]
-    model = train(frames, load_array(f["style"], "style"), f["options"] or StyleOptions(),
-                  f["fast"] or _fast_options()(), f["model_dir"], job.progress, job.cancel)
-    return {"output": str(model)}
+    steps = []
+
+    def progress(p) -> None:
+        steps.append(p.iteration)
+        job.progress(p)
+
+    model = train(frames, load_array(f["style"], "style"), options, f["fast"] or _fast_options()(),
+                  f["model_dir"] or models_folder(options), progress, job.cancel)
+    return {"output": str(model), "trained": bool(steps)}
 
 
 def run_fast_apply(job: Job) -> dict:
@@ -520,7 +528,7 @@ COMMANDS: dict[str, Command] = {
     "fast_train": Command({
         "id": ID, "frames": (non_empty_list(input_file), True), "style": (pixels, True),
         "options": (options_of(lambda: StyleOptions), False), "fast": (options_of(_fast_options), False),
-        "model_dir": (writable_folder, True),
+        "model_dir": (writable_folder, False),
     }, run_fast_train),
     "fast_apply": Command({
         "id": ID, "model": (input_file, True), "content": (pixels, True), "output": (output_file, True),

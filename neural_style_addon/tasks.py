@@ -180,10 +180,25 @@ def temporal_request(job: Job, frame_input: animation.FrameInput, workdir: str) 
     }
 
 
+# Fast mode's share of the progress bar: training's estimated seconds against about this much per frame.
+FAST_FRAME_SECONDS = 1.0
+# Training's estimate before any training was measured on this machine (a CPU default, docs/onnx-and-fast-mode.md).
+FAST_TRAINING_SECONDS = 240.0
+
+
+def training_share(job: Job, frames: int) -> float:
+    """The part of the progress bar training fills before `frames` frames are applied."""
+    steps = (job.fast or {}).get("steps", 300)
+    seconds = timings.training_seconds(job.options, steps) or FAST_TRAINING_SECONDS
+    return seconds / (seconds + frames * FAST_FRAME_SECONDS)
+
+
 def train_fast(task: Task, job: Job, frames: list[int], read: animation.FrameReader, style_paths: list[str],
-               workdir: str):
-    """Read the frames to stylize (training sees them all first) and train, or reuse, the fast-mode model
-    in `<out_dir>/.fast/`; returns a reader of the frames already read and the model's path."""
+               workdir: str, share: float):
+    """Read the frames to stylize (training sees them all first) and train, or reuse, the fast-mode model in
+    the engine's model cache (one per style and settings, shared by every output folder and .blend file);
+    training fills the first `share` of the progress bar.  Returns a reader of the frames already read, the
+    model's path and whether it was trained now."""
     if len(style_paths) != 1:
         raise StyleError("Fast (trained) mode trains on one style image; remove the others or use Optimize")
     cached = {}
@@ -192,15 +207,13 @@ def train_fast(task: Task, job: Job, frames: list[int], read: animation.FrameRea
         yield Status(f"{label}reading for training", 0.0, label)
         cached[frame] = os.path.join(workdir, f"frame-{frame}.npy")
         np.save(cached[frame], read(frame))
-    model_dir = os.path.join(job.out_dir, ".fast")
-    os.makedirs(model_dir, exist_ok=True)
     job_id = send_job(task, {
         "cmd": "fast_train", "frames": list(cached.values()), "style": style_paths[0], "options": job.options,
-        "fast": job.fast or {}, "model_dir": model_dir,
+        "fast": job.fast or {},
     })
-    event = yield from follow(task, job_id, "Training: ")
+    event = yield from follow(task, job_id, "Training: ", (0.0, share))
     timings.record_training(job.options, event["output"])  # training speed, for the panel's cost estimate
-    return (lambda frame: np.load(cached[frame])), event["output"]
+    return (lambda frame: np.load(cached[frame])), event["output"], event.get("trained", True)
 
 
 def apply_fast(task: Task, model: str, content: str, options: dict, workdir: str, label: str,
@@ -319,24 +332,26 @@ def stylize_animation_steps(task: Task, job: Job):
                 read = animation.render_reader(scene, workdir, passes_dir)
             style_paths = save_styles(job.styles, workdir)
             content_path = os.path.join(workdir, "content.npy")
-            model = None
+            model, start = None, 0.0  # frames fill the progress bar from `start`
             if job.ray_address and todo:
                 yield from stylize_on_cluster(task, job, todo, read, style_paths, fingerprints, made,
                                               saved is not None, passes_dir)
                 todo = []
             if job.animation_mode == "FAST" and todo:
-                read, model = yield from train_fast(task, job, todo, read, style_paths, workdir)
+                share = training_share(job, len(todo))
+                read, model, trained = yield from train_fast(task, job, todo, read, style_paths, workdir, share)
+                start = share if trained else 0.0
             kept = {}  # frame -> pixels of the frame just done, for the next frame's optical flow
             for position, frame in enumerate(todo, start=skipped):
                 label = f"Frame {position + 1} of {total}: "
-                yield Status(f"{label}{'reading' if from_folder else 'rendering'}", position / total, label)
+                share = (start + (1 - start) * position / total, (1 - start) / total)
+                yield Status(f"{label}{'reading' if from_folder else 'rendering'}", share[0], label)
                 frame_input = animation.frame_input(
                     frame, read, job.out_dir, scene.frame_step, kept.get(frame - scene.frame_step), saved is not None)
                 np.save(content_path, frame_input.content)
                 options = sized_options(job.options, frame_input.content)
                 if job.frame_options:
                     options = {**options, **job.frame_options(frame_input)}
-                share = (position / total, 1 / total)
                 temporal = temporal_request(job, frame_input, workdir)
                 if model is not None:
                     result = yield from apply_fast(task, model, content_path, options, workdir, label, share, temporal)

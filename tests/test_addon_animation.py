@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from pathlib import Path
 
 import addon_support as support
 import bpy
@@ -160,23 +162,31 @@ def test_fast_mode_trains_once_applies_per_frame_and_reuses_the_model(three_fram
     monkeypatch.setattr(WorkerClient, "send", lambda self, message: sent.append(message) or send(self, message))
     out = tmp_path / "frames"
     fast = {"steps": 2, "crop": 32, "batch_size": 1, "width": "small", "residual_blocks": 1}
+    started = time.time() - 1
 
     paths = api.stylize_animation(out_dir=str(out), load_sequence=False, animation_mode="FAST", fast=fast)
 
     assert [os.path.basename(p) for p in paths] == ["frame_0001.png", "frame_0002.png", "frame_0003.png"]
     assert image_bridge.load_image_file(paths[0]).shape == (24, 32, 4)
     assert [m["cmd"] for m in sent] == ["fast_train", "fast_apply", "fast_apply", "fast_apply"]
-    models = [name for name in os.listdir(out / ".fast") if name.endswith(".onnx")]
-    assert len(models) == 1
-    trained = os.path.getmtime(out / ".fast" / models[0])
+    cache = Path(os.environ["NEURAL_STYLE_CACHE"]) / "fast-models"  # the engine's, shared by every output folder
+    models = [name for name in os.listdir(cache) if name.endswith(".onnx") and os.path.getmtime(cache / name) >= started]
+    assert len(models) == 1 and not (out / ".fast").exists()
+    trained = os.path.getmtime(cache / models[0])
 
     os.remove(paths[1])
     sent.clear()
     api.stylize_animation(out_dir=str(out), load_sequence=False, animation_mode="FAST", fast=fast)
 
     assert [m["cmd"] for m in sent] == ["fast_train", "fast_apply"]  # frames 1 and 3 are skipped
-    assert os.path.getmtime(out / ".fast" / models[0]) == trained  # the model is reused, not retrained
+    assert os.path.getmtime(cache / models[0]) == trained  # the model is reused, not retrained
     assert animation.pending_frames(str(out), [1, 2, 3]) == []
+
+    # Another output folder (another shot) with the same style and settings: trained once, so not again.
+    sent.clear()
+    api.stylize_animation(out_dir=str(tmp_path / "other"), load_sequence=False, animation_mode="FAST", fast=fast)
+    assert [m["cmd"] for m in sent] == ["fast_train", "fast_apply", "fast_apply", "fast_apply"]
+    assert os.path.getmtime(cache / models[0]) == trained
 
 
 def test_frame_folders_are_listed_in_the_engines_order(tmp_path):

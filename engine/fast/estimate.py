@@ -19,7 +19,7 @@ from ..model import prepare_network
 from ..options import StyleOptions
 from .net import TransformerNet
 from .options import FastOptions
-from .training import fast_options, training_step
+from .training import training_step
 
 # Work besides the steps: loading the network and frames, the style's Grams (first run: exporting the loss
 # network to ONNX) and exporting the result.  One default run on the shared 2-core CPU (load 4.5) spent
@@ -30,7 +30,7 @@ FIXED_SECONDS = 60.0
 def seconds_per_step(options: StyleOptions | None = None, fast: FastOptions | None = None, repeats: int = 2) -> float:
     """Seconds of one training step with these options on their device: one warm-up step, then the fastest of
     `repeats` (the least disturbed by other work)."""
-    options = fast_options(options or StyleOptions())
+    options = options or StyleOptions()
     fast = fast or FastOptions()
     net, plan, device = prepare_network(options)
     generator = torch.Generator().manual_seed(0)

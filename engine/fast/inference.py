@@ -1,4 +1,9 @@
-"""Applying a trained fast-mode model under onnxruntime: one image, or image files in order."""
+"""Applying a trained fast-mode model under onnxruntime: one image, or image files in order.
+
+A sequence can be tied together like the optimisation path's (engine/temporal.py): each result is mixed with
+the previous result warped along the motion (Blender's Vector pass in multilayer EXRs, else optical flow) where
+the trust mask says the picture did not change, `TemporalOptions.blend` of it.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import numpy as np
 
 from .. import onnx_export
 from ..errors import Cancelled, EngineError
-from ..images import read_image, resize, write_image
+from ..images import check_output_folder, resize, write_image
 from ..options import StyleOptions
 from ..pipeline import output_shape
 from ..progress import CancelFn, Progress, ProgressFn
@@ -41,18 +46,37 @@ def apply_sequence(
     size: int | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
+    temporal=None,
+    suffix: str | None = None,
 ) -> list[Path]:
-    """Stylize image files into `output_dir` under their own names; one progress report (kind "frame") per frame."""
-    output_dir = Path(output_dir)
-    if not output_dir.is_dir():
-        raise EngineError(f"output folder does not exist: {output_dir}")
+    """Stylize image files into `output_dir` (created when missing) under their own names (`suffix` replaces
+    their extension); one progress report (kind "frame") per frame.
+
+    `temporal` (an `engine.temporal.TemporalOptions`, enabled with a `blend` above 0) ties each frame to the
+    previous result: frames that are Blender multilayer EXRs bring their motion vectors, other frames get
+    optical flow.  Each frame is written as soon as it is done, so a cancelled run keeps what it finished.
+    """
+    output_dir = check_output_folder(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    linked = temporal is not None and temporal.enabled and temporal.blend > 0
+    if linked:
+        from ..temporal import blend_previous, frame_motion, read_frame
+    else:
+        from ..images import read_image
     started = time.perf_counter()
-    written = []
+    written: list[Path] = []
+    before = None  # (frame, result) of the previous frame when linked
     for index, path in enumerate(inputs, start=1):
         if cancel is not None and cancel():
             raise Cancelled("cancelled")
-        result = apply(model, read_image(path), device, size)
-        written.append(write_image(output_dir / Path(path).name, result, protect=tuple(inputs)))
+        frame = read_frame(path) if linked else None
+        result = apply(model, frame.content if linked else read_image(path), device, size)
+        if before is not None:
+            result = blend_previous(result, before[1], frame_motion(before[0], frame, temporal), temporal.blend)
+        if linked:
+            before = (frame, result)
+        name = Path(path).name if suffix is None else Path(path).stem + suffix
+        written.append(write_image(output_dir / name, result, protect=tuple(inputs)))
         if progress is not None:
             progress(Progress(
                 index, len(inputs), {}, time.perf_counter() - started, kind="frame", frame=index,

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from ..errors import EngineError
 from ..options import JsonOptions
 
+# Temporal coherence of fast-mode sequences: the share of the previous result (warped along the motion) mixed
+# into pixels whose content did not change (engine.temporal.blend_previous; measured in benchmarks/bench_fast.py).
+SEQUENCE_BLEND = 0.5
 # Channels of the three resolutions of the transformation network.
 WIDTHS = {"default": (32, 64, 128), "small": (16, 32, 64)}
 
@@ -26,7 +29,7 @@ class FastOptions(JsonOptions):
     # 128 px crops hold a quarter of the pixels of 256 px ones, and the small width with 3 residual
     # blocks is about 4x cheaper than default/5; engine/fast/estimate.py says how long it will take.
     steps: int = 300
-    crop: int = 128  # side of the square training crops; the style is sized against it
+    crop: int = 128  # side of the square training crops (windows of the frames at the output size)
     batch_size: int = 2
     width: str = "small"  # "default" 32/64/128 channels, "small" 16/32/64 (about 4x faster)
     residual_blocks: int = 3

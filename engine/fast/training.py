@@ -1,8 +1,11 @@
 """Fast-mode training: one transformation network per style, trained on the frames plus samples.
 
-Training uses the optimisation path's losses, network set-up and cached style
-Grams; the trained network is exported to ONNX, so applying it
-(`engine.fast.inference`) needs no autograd and no VGG.
+Training uses the optimisation path's losses, layers, network set-up and cached style
+Grams, at the size the frames will be stylized at: crops are windows of the frames at
+that size and the style is sized for it exactly as `stylize` sizes it, so strokes come
+out as large as the optimisation makes them.  The network starts as the identity with
+the style's colours (engine/fast/net.py).  The trained network is exported to ONNX, so
+applying it (`engine.fast.inference`) needs no autograd and no VGG.
 
 A model is three files in one folder, `fast-<key>.onnx` (what `apply` runs),
 `.pt` (the torch weights, to fine-tune or re-export) and `.json` (what it was
@@ -31,36 +34,32 @@ from ..model import LayerPlan, prepare_network
 from ..networks import FeatureNet
 from ..options import StyleOptions
 from ..progress import CancelFn, ProgressFn, Reporter
-from ..targets import TargetSource
+from ..targets import TargetSource, style_at
 from ..tensors import autocast_factory, check_image, to_array
-from .net import OUTPUT_NAME, TransformerNet
+from ..weights import cache_dir
+from .net import OUTPUT_NAME, TransformerNet, colour_transfer
 from .options import FastOptions
 
 SAMPLES = Path(__file__).parent.parent / "samples"
+# Where models live unless a caller names a folder: `<cache>/fast-models/` (engine.weights.cache_dir).
+MODELS_FOLDER = "fast-models"
 SAMPLE_IMAGES = ("content.png", "style.png")
-# Johnson et al.'s loss layers; they exist in VGG-16 and VGG-19.  NIN keeps its own defaults.
-VGG_CONTENT_LAYERS = ("relu2_2",)
-VGG_STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
-FORMAT_VERSION = 1
+# 2: the model's default layers, training at the output size, the colour path (engine/fast/net.py).
+FORMAT_VERSION = 2
+# Scale jitter of the training crops: each is zoomed by a factor between 1/JITTER and JITTER.
+JITTER = 1.2
+# Pixels sampled from the training images to fit the starting colour map.
+COLOUR_SAMPLES = 200_000
 
 Frame = Union[str, os.PathLike, np.ndarray]
 
 
-def fast_options(options: StyleOptions) -> StyleOptions:
-    """`options` with Johnson et al.'s loss layers where the caller left the layers to the model."""
-    if options.model == "nin":
-        return options
-    return options.replace(
-        content_layers=options.content_layers or VGG_CONTENT_LAYERS,
-        style_layers=options.style_layers or VGG_STYLE_LAYERS,
-    )
-
-
-def model_key(style: np.ndarray, options: StyleOptions, fast: FastOptions) -> str:
-    """Digest of everything that shapes a trained model (not the frames: any content generalises)."""
-    options = fast_options(options)
+def model_key(style: np.ndarray, options: StyleOptions, fast: FastOptions, size: int) -> str:
+    """Digest of everything that shapes a trained model (not the frames: any content generalises), for
+    outputs whose longest side is `size`."""
     return data_digest({
         "format": FORMAT_VERSION,
+        "size": size,
         "style": array_digest(style),
         "network": [options.model, weights_key(options.model, options.weights, options.seed), options.pooling],
         "layers": [options.content_layers, options.style_layers, options.style_layer_weights],
@@ -69,6 +68,13 @@ def model_key(style: np.ndarray, options: StyleOptions, fast: FastOptions) -> st
         "seed": options.seed,
         "fast": fast.to_dict(),
     })
+
+
+def models_folder(options: StyleOptions) -> Path:
+    """The shared model folder in the engine's cache (created): a style trained once serves every job."""
+    folder = cache_dir(options.cache_dir) / MODELS_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def model_path(model_dir: str | os.PathLike, key: str) -> Path:
@@ -87,17 +93,22 @@ def train(
 ) -> Path:
     """Train (or reuse) a network for `style` on `frames` plus the bundled samples; returns the .onnx path.
 
-    `frames` are image paths or HxWx3/4 arrays.  Progress (kind "train") is
-    reported once per step; `cancel` returning True stops training and raises
-    `Cancelled` without writing a model.
+    `frames` are image paths or HxWx3/4 arrays.  The model is trained for
+    outputs whose longest side is `options.size`, else the first frame's (the
+    bundled content sample's without frames): `apply` it at that size to get
+    the optimisation's stroke size.  Progress (kind "train") is reported once
+    per step; `cancel` returning True stops training and raises `Cancelled`
+    without writing a model.
     """
-    options = fast_options(options or StyleOptions())
+    options = options or StyleOptions()
     fast = fast or FastOptions()
     style = check_image("style image", style)
     folder = Path(model_dir)
     if not folder.is_dir():
         raise EngineError(f"model folder does not exist: {folder}")
-    key = model_key(style, options, fast)
+    frames = list(frames)
+    size = working_size(frames, options)
+    key = model_key(style, options, fast, size)
     onnx_path = model_path(folder, key)
     if not retrain and _trained(onnx_path, key):
         return onnx_path
@@ -108,11 +119,13 @@ def train(
     net, plan, device = prepare_network(options)
     reporter = Reporter(fast.steps, progress, cancel, kind="train")
     reporter.check_cancel()
-    images = training_images(frames, fast)
+    images = training_images(frames, fast, size)
     source = TargetSource(net, options, [style], [1.0], device, autocast_factory(device, "fp32"))
-    grams = source.grams(fast.crop, fast.crop)
+    grams = source.grams(size, size)
 
-    transformer = TransformerNet(fast.width, fast.residual_blocks).to(device)
+    transformer = TransformerNet(fast.width, fast.residual_blocks)
+    transformer.set_colour(*colour_transfer(_pixels(images, seed), style_at(style, size, size, options.style_scale)))
+    transformer = transformer.to(device)
     optimizer = torch.optim.Adam(transformer.parameters(), lr=fast.learning_rate)
     generator = torch.Generator().manual_seed(seed)
     preview = _crop(images[0], 0, 0, min(images[0].shape[1:]), fast.crop).unsqueeze(0).to(device)
@@ -128,6 +141,7 @@ def train(
         "style_sha256": array_digest(style),
         "options": options.to_dict(),
         "fast": fast.to_dict(),
+        "size": size,
         "images": len(images),
         "final_losses": reporter.last_losses,
         "train_seconds": round(time.perf_counter() - started, 1),
@@ -162,35 +176,52 @@ def training_step(
     return terms
 
 
-def training_images(frames: Iterable[Frame], fast: FastOptions) -> list[torch.Tensor]:
-    """The frames (evenly subsampled to `max_images`) plus the bundled samples, as 3xHxW tensors.
+def working_size(frames: list[Frame], options: StyleOptions) -> int:
+    """The longest side of the outputs a model is trained for: `options.size`, else the first frame's (the
+    bundled content sample's when there are no frames)."""
+    if options.size is not None:
+        return options.size
+    first = frames[0] if frames else SAMPLES / SAMPLE_IMAGES[0]
+    image = read_image(first) if isinstance(first, (str, os.PathLike)) else check_image("frame 1", first)
+    return max(image.shape[:2])
 
-    Each is resized so its shorter side lies between `crop` and 2 x `crop`:
-    room for scale jitter without holding full-resolution frames in memory.
-    """
+
+def training_images(frames: Iterable[Frame], fast: FastOptions, size: int) -> list[torch.Tensor]:
+    """The frames (evenly subsampled to `max_images`) plus the bundled samples, as 3xHxW uint8 tensors at the
+    output size: each scaled so its longest side is `size` (and its shortest at least the crop)."""
     frames = list(frames)
     if len(frames) > fast.max_images:
         frames = [frames[round(i)] for i in np.linspace(0, len(frames) - 1, fast.max_images)]
     sources = frames + [SAMPLES / name for name in SAMPLE_IMAGES if (SAMPLES / name).is_file()]
-    if not sources:
-        raise EngineError("fast mode needs at least one content image to train on")
     images = []
     for i, item in enumerate(sources):
         image = read_image(item) if isinstance(item, (str, os.PathLike)) else check_image(f"frame {i + 1}", item)
         h, w = image.shape[:2]
-        factor = min(max(fast.crop / min(h, w), 1.0), 2 * fast.crop / min(h, w))
+        factor = max(size / max(h, w), fast.crop / min(h, w))
         image = resize(image[..., :3], max(fast.crop, round(h * factor)), max(fast.crop, round(w * factor)))
-        images.append(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))))
+        # 8 bits per channel: a 64-frame 1080p shot holds 400 MB, not 1.6 GB.
+        images.append(torch.from_numpy(np.ascontiguousarray((image.transpose(2, 0, 1) * 255).round().astype(np.uint8))))
     return images
 
 
+def _pixels(images: list[torch.Tensor], seed: int) -> np.ndarray:
+    """Up to COLOUR_SAMPLES RGB pixels (Nx3, [0, 1]) drawn evenly from the training images."""
+    rng = np.random.default_rng(seed)
+    share = max(1, COLOUR_SAMPLES // len(images))
+    picked = []
+    for image in images:
+        flat = image.reshape(3, -1).numpy()
+        picked.append(flat[:, rng.integers(0, flat.shape[1], min(share, flat.shape[1]))].T)
+    return np.concatenate(picked).astype(np.float32) / 255
+
+
 def sample_batch(images: list[torch.Tensor], fast: FastOptions, generator: torch.Generator) -> torch.Tensor:
-    """Random crops with scale jitter (0.7x to 1.4x) and horizontal flips."""
+    """Random crops with scale jitter (1/JITTER to JITTER) and horizontal flips."""
     crops = []
     for _ in range(fast.batch_size):
         image = images[int(torch.randint(len(images), (1,), generator=generator))]
         h, w = image.shape[1:]
-        zoom = 2.0 ** (float(torch.rand(1, generator=generator)) - 0.5)
+        zoom = JITTER ** (2 * float(torch.rand(1, generator=generator)) - 1)
         side = min(h, w, max(8, round(fast.crop * zoom)))
         top = int(torch.randint(h - side + 1, (1,), generator=generator))
         left = int(torch.randint(w - side + 1, (1,), generator=generator))
@@ -200,7 +231,7 @@ def sample_batch(images: list[torch.Tensor], fast: FastOptions, generator: torch
 
 
 def _crop(image: torch.Tensor, top: int, left: int, side: int, size: int) -> torch.Tensor:
-    patch = image[:, top : top + side, left : left + side].unsqueeze(0)
+    patch = image[:, top : top + side, left : left + side].unsqueeze(0).float() / 255
     return F.interpolate(patch, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0].clamp(0, 1)
 
 
