@@ -143,7 +143,7 @@ def measure_pair(name: str, size: int, rounds: int, steps: int, timeout: float, 
     for r in range(rounds):
         order = RUNS[r % len(RUNS):] + RUNS[:r % len(RUNS)]
         for run in order:
-            cache = folder / f"cache-{run}-{r}"  # the weights only: every engine run pays the ONNX export and Grams
+            cache = folder / f"cache-{name}-{run}-{r}"  # the weights only: every engine run pays the ONNX export and Grams
             cache.mkdir()
             for item in cache_dir().iterdir():
                 if item.name.endswith(".pt") or item.name == "wheels":
