@@ -44,6 +44,11 @@ def run_child(module: str, spec: dict, timeout: float) -> dict:
     return json.loads(lines[-1])
 
 
+def load_average() -> float:
+    """The 1-minute load average, rounded: said beside every timing taken on a shared machine."""
+    return round(os.getloadavg()[0], 2)
+
+
 def machine() -> dict:
     """What the numbers were measured on: CPU, threads, versions, GPU, and the load when they started."""
     import torch

@@ -13,19 +13,13 @@ How long each takes to a good picture is benchmarks/time_to_quality.py.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
 from pathlib import Path
 
-from benchmarks import machine
+from benchmarks import load_average, machine, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = Path("docs/bench/speed.json")
-
-
-def _load() -> float:
-    return round(os.getloadavg()[0], 2)
 
 
 def throughput(sizes: list[int], rounds: int, iterations: int, warmup: int) -> list[dict]:
@@ -57,13 +51,6 @@ def print_tables(report: dict) -> None:
         print(f"{key}: not measured ({why})")
 
 
-def _write(report: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="256,512", help="sizes, comma-separated")
@@ -73,12 +60,12 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, default=DEFAULT_JSON)
     args = p.parse_args(argv)
     sizes = [int(t) for t in args.sizes.split(",") if t.strip()]
-    report = {"machine": machine(), "load_at_start": _load(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    report = {"machine": machine(), "load_at_start": load_average(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
     print("throughput (iterations per minute, best of rounds):", flush=True)
     report["throughput"] = throughput(sizes, args.rounds, args.iterations, args.warmup)
-    report["load_at_end"] = _load()
-    _write(report, args.json)
+    report["load_at_end"] = load_average()
+    write_json(report, args.json)
     print_tables(report)
     print(f"wrote {args.json}")
     return 0

@@ -36,7 +36,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks import child_env, machine, write_json
+from benchmarks import child_env, load_average, machine, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = Path("docs/bench/time_to_quality.json")
@@ -45,15 +45,11 @@ RUNS = ("plain", "default", "no-stop")
 TARGET_RATIO = 0.5
 
 
-def _load() -> float:
-    return round(os.getloadavg()[0], 2)
-
-
 def timed_process(cmd: list[str], timeout: float) -> dict:
     """Run `cmd` to its exit: wall seconds, CPU seconds (user + system of the process and its threads), the load
     average before and after, and the last stdout line; an error line when it failed."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        load = _load()
+        load = load_average()
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=child_env(), cwd=ROOT)
         timer = threading.Timer(timeout, proc.kill)
@@ -65,7 +61,7 @@ def timed_process(cmd: list[str], timeout: float) -> dict:
         proc.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - start
         result = {"wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
-                  "load_before": load, "load_after": _load()}
+                  "load_before": load, "load_after": load_average()}
         out.seek(0)
         err.seek(0)
         lines = out.read().strip().splitlines()
@@ -241,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             report["pairs"].append(measure_pair(name, args.size, args.rounds, args.plain_steps, args.timeout,
                                                 Path(tmp), args.keep_images))
             write_json(report, args.json)
-    report["load_at_end"] = _load()
+    report["load_at_end"] = load_average()
     write_json(report, args.json)
     print_table(report)
     print(f"wrote {args.json}")
