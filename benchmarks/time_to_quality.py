@@ -10,7 +10,9 @@ load:
 
 - `plain`: the PyTorch tutorial's loop (benchmarks/plain_loop.py) for 300 iterations;
 - `default`: `engine.stylize` with its default options, the convergence stop on;
-- `no-stop`: the same with `stop_change` 0, i.e. every one of the default 200 iterations.
+- `no-stop`: the same with `stop_change` 0, i.e. every one of the default 200 iterations;
+- `default-fp32`: the default in fp32, which is what `auto` precision picks on a CPU without bf16 arithmetic
+  (on one with it, `default` runs in bf16: engine.tensors.resolve_precision).
 
 Each process reads the PNG files, builds its network from the same packaged
 VGG-16 weights and writes an 8-bit PNG; the engine starts from a cache holding
@@ -41,7 +43,7 @@ from benchmarks import child_env, load_average, machine, write_json
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = Path("docs/bench/time_to_quality.json")
 PLAIN_STEPS = 300
-RUNS = ("plain", "default", "no-stop")
+RUNS = ("plain", "default", "no-stop", "default-fp32")
 TARGET_RATIO = 0.5
 
 
@@ -107,6 +109,8 @@ def child(spec: dict) -> dict:
     options = StyleOptions(cache_dir=spec["cache"])
     if spec["run"] == "no-stop":
         options = options.replace(stop_change=0.0)
+    elif spec["run"] == "default-fp32":
+        options = options.replace(precision="fp32")
     last = []
 
     def report(p) -> None:
@@ -191,13 +195,13 @@ def summarise(row: dict) -> None:
 
 
 def print_table(report: dict) -> None:
-    print(f"\n{'pair':15} {'run':8} {'wall s':>7} {'CPU s':>7} {'iter':>5} {'content':>8} {'style':>8} "
+    print(f"\n{'pair':15} {'run':12} {'wall s':>7} {'CPU s':>7} {'iter':>5} {'content':>8} {'style':>8} "
           f"{'objective':>9}")
     for row in report["pairs"]:
         for run in RUNS:
             for r in row["runs"][run]:
                 j = r.get("judge", {})
-                print(f"{row['pair']:15} {run:8} {r.get('wall_s', float('nan')):7.1f} {r.get('cpu_s', float('nan')):7.1f} "
+                print(f"{row['pair']:15} {run:12} {r.get('wall_s', float('nan')):7.1f} {r.get('cpu_s', float('nan')):7.1f} "
                       f"{r.get('iterations', '-'):>5} {j.get('content', float('nan')):8.4f} "
                       f"{j.get('style', float('nan')):8.4f} {j.get('objective', float('nan')):9.4f}")
     print(f"\n{'pair':15} {'wall default/plain':>18} {'CPU default/plain':>17} {'objective vs plain':>18} {'target':>6}")
@@ -227,7 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in pairs if n not in PAIRS]
     if unknown:
         p.error(f"unknown pair {unknown[0]!r}; choose from {', '.join(PAIRS)}")
-    report = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    import torch
+
+    from engine.tensors import resolve_precision
+
+    report = {"machine": {**machine(), "default_precision": resolve_precision(torch.device("cpu"), "auto")},
+              "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
               "settings": {"pairs": pairs, "size": args.size, "rounds": args.rounds, "plain_steps": args.plain_steps},
               "target": f"default objective <= plain objective in <= {TARGET_RATIO} x its wall time",
               "pairs": []}

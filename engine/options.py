@@ -20,7 +20,9 @@ MODELS = ("vgg19", "vgg16", "nin")
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise", "image")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("fp32", "fp16", "bf16")
+# Number formats of the network's arithmetic; "auto" picks one per device (engine.tensors.resolve_precision).
+NUMBER_FORMATS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("auto", *NUMBER_FORMATS)
 POOLINGS = ("max", "avg")
 # Largest output side accepted (8K UHD is 7680 x 4320).
 MAX_SIDE = 8192
@@ -173,7 +175,8 @@ class StyleOptions(JsonOptions):
     # Smallest side length of the first scale in coarse-to-fine runs.
     min_scale_size: int = 256
     device: str = "auto"
-    precision: str = "fp32"
+    # "auto": bf16 on CPUs with bf16 arithmetic, fp32 elsewhere (engine.tensors.resolve_precision).
+    precision: str = "auto"
     # Tiling: tile side in pixels, 0 = choose from free memory, -1 = never tile.
     tile_size: int = 0
     tile_overlap: int = 64

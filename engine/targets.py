@@ -34,7 +34,7 @@ from .images import resize
 from .model import layer_plan
 from .networks import FeatureNet
 from .options import StyleOptions
-from .tensors import Autocast, autocast_factory, to_tensor
+from .tensors import Autocast, autocast_factory, resolve_precision, to_tensor
 from .weights import cache_dir
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ class TargetSource:
 
     def content(self, content: torch.Tensor) -> Grams:
         """Content features of `content` (1x3xHxW) at the content layers."""
-        if self.options.precision == "fp32":
+        if resolve_precision(self.device, self.options.precision) == "fp32":
             features = self._onnx_features(content, self.content_layers)
             if features is not None:
                 return features

@@ -62,8 +62,18 @@ def cpu_name() -> str:
         return platform.processor() or platform.machine()
 
 
+def resolve_precision(device: torch.device, precision: str) -> str:
+    """The precision a run of `precision` uses on `device`: "auto" is bf16 on a CPU with bf16 arithmetic (the
+    same picture at 1.8x the iterations per CPU second, docs/engine.md "Devices and precision") and fp32
+    everywhere else (GPUs stay fp32 until benchmarks/gpu.py has judged their bf16 and fp16); any other value as
+    given."""
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
+
+
 def precision_problem(device: torch.device, precision: str) -> str | None:
-    """Why `precision` is not offered on `device` (one sentence), or None where it is.
+    """Why `precision` is not offered on `device` (one sentence), or None where it is ("auto" always is).
 
     Reduced precision runs only the network's layers under autocast; Gram matrices, losses, the image and
     L-BFGS's state stay in fp32 everywhere (engine/optimize.py, engine/targets.py), so it is offered wherever
@@ -71,6 +81,7 @@ def precision_problem(device: torch.device, precision: str) -> str | None:
     fp16 on a CPU; bf16 on a CPU without AVX-512 BF16, AMX or Arm BF16 instructions; bf16 on an NVIDIA GPU
     older than Ampere (compute capability 8.0); bf16 on an Apple GPU before macOS 14.
     """
+    precision = resolve_precision(device, precision)
     if precision == "fp32":
         return None
     if device.type == "cpu":
@@ -90,8 +101,9 @@ def precision_problem(device: torch.device, precision: str) -> str | None:
 
 
 def autocast_factory(device: torch.device, precision: str) -> Autocast:
-    """A no-argument factory of the autocast context for "fp32", "fp16" or "bf16" on `device`; a precision the
-    device has no native arithmetic for is refused (`precision_problem`)."""
+    """A no-argument factory of the autocast context for "auto", "fp32", "fp16" or "bf16" on `device`; a
+    precision the device has no native arithmetic for is refused (`precision_problem`)."""
+    precision = resolve_precision(device, precision)
     if precision == "fp32":
         return lambda: torch.autocast(device.type, enabled=False)
     problem = precision_problem(device, precision)

@@ -98,7 +98,7 @@ def extra_requirements(extra: str) -> list[str]:
 
 
 def uv_compile(item: package_sets.PackageSet, python: str, torch: str | None, find_links: list[str],
-               index: str, out: Path, extra: str = "") -> subprocess.CompletedProcess:
+               index: str, out: Path, extra: str = "", pins: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     sources = [str(REQUIREMENTS)]
     if extra:
         sources.append(str(out.with_name(f"{extra}.in")))
@@ -106,6 +106,10 @@ def uv_compile(item: package_sets.PackageSet, python: str, torch: str | None, fi
     command = [sys.executable, "-m", "uv", "pip", "compile", *sources, "-c", str(CONSTRAINTS),
                "--python-version", python, "--python-platform", item.uv_platform, "--only-binary", ":all:",
                "--format", "pylock.toml", "--no-header", "--quiet", "-o", str(out)]
+    if pins:  # torch is never among them: its build is the override's
+        pinned = out.with_name("pins.txt")
+        pinned.write_text("".join(f"{line}\n" for line in pins if not line.startswith("torch==")))
+        command += ["-c", str(pinned)]
     if torch:
         override = out.with_name("override.txt")
         override.write_text(f"torch=={torch}\n")
@@ -126,9 +130,11 @@ def local_size(url: str) -> int:
 
 
 def resolve(item: package_sets.PackageSet, find_links: list[str] | None = None, python: str = "",
-            extra: str = "") -> Resolution:
+            extra: str = "", pins: tuple[str, ...] = ()) -> Resolution:
     """The lock of one set, resolved now (with one of pyproject.toml's extras: `extra`); raises Unavailable when
-    its torch build cannot be found from here."""
+    its torch build cannot be found from here.  `pins` ("name==version" lines, e.g. a committed lock) hold those
+    packages at those versions: the resolution then says whether a lock is still a whole, installable one for
+    its platform, whatever PyPI has released since; without pins it is the newest."""
     python = python or tomllib.loads((Path(package_sets.SETS_FILE)).read_text())["python"]
     find_links = list(local_wheel_dirs()) if find_links is None else find_links
     pin = torch_pin()
@@ -137,12 +143,12 @@ def resolve(item: package_sets.PackageSet, find_links: list[str] | None = None, 
     note = ""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "pylock.set.toml"
-        done = uv_compile(item, python, torch, find_links, index, out, extra)
+        done = uv_compile(item, python, torch, find_links, index, out, extra, pins)
         if done.returncode != 0 and torch and "torch" in done.stderr and not index:
             if not item.resolve_as_pypi:
                 raise Unavailable(f"torch {torch} for {item.platform} is neither on {item.index_url()} (not "
                                   f"reachable from here) nor in the local wheels {find_links or '(none)'}")
-            done = uv_compile(item, python, pin, find_links, "", out, extra)
+            done = uv_compile(item, python, pin, find_links, "", out, extra, pins)
             note = (f"resolved with PyPI's torch {pin} for {item.platform} (same dependencies), {item.index_url()} "
                     "not being reachable from here")
         if done.returncode != 0:
@@ -161,10 +167,12 @@ def resolve(item: package_sets.PackageSet, find_links: list[str] | None = None, 
     return Resolution(sorted(lines, key=str.lower), sizes, note)
 
 
-def resolve_cluster(item: package_sets.PackageSet, base: Resolution, find_links: list[str] | None = None) -> Resolution:
+def resolve_cluster(item: package_sets.PackageSet, base: Resolution, find_links: list[str] | None = None,
+                    pins: tuple[str, ...] = ()) -> Resolution:
     """The set's companion lock for Ray clusters: what the `cluster` extra adds to `base` (the set's own
-    resolution), resolved together with it; SystemExit when Ray would move a package `base` pins."""
-    joint = resolve(item, find_links, extra=CLUSTER_EXTRA)
+    resolution), resolved together with it (`pins` as in `resolve`); SystemExit when Ray would move a package
+    `base` pins."""
+    joint = resolve(item, find_links, extra=CLUSTER_EXTRA, pins=pins)
     pinned = {line.split("==")[0]: line for line in base.lines}
     moved = [f"{pinned[line.split('==')[0]]} -> {line}" for line in joint.lines
              if line.split("==")[0] in pinned and line not in base.lines]

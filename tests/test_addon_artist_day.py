@@ -146,7 +146,8 @@ def test_an_artists_day(package, bare_python, torch_index, tmp_path):  # noqa: F
     # The scene renders exactly what it rendered before: its settings and strips are the artist's.
     assert report["use_sequencer"] and report["render_unchanged"] < 1e-6
     assert report["scene_strips"] == report["scene_strips_after"] == ["Edit"]
-    # The rerun with another style made new frames; one stylized scene, one strip, one image.
-    assert report["second_run"] == ["FINISHED"] and report["restyled"] > 0.01
+    # The rerun with another style made new frames (reused ones would not differ at all: 3 iterations at 48 px move
+    # every frame by 0.0076 in bf16, the default on this CPU); one stylized scene, one strip, one image.
+    assert report["second_run"] == ["FINISHED"] and report["restyled"] > 0.004
     assert report["stylized_scenes"] == ["Scene Stylized"] and report["stylized_strips"] == [1]
     assert len(report["sequence_images"]) == 1

@@ -13,7 +13,7 @@ from engine.errors import EngineError
 from engine.memory import PeakMemory, free_memory
 from engine.options import StyleOptions
 from engine.pipeline import stylize
-from engine.tensors import autocast_factory, pick_device, precision_problem
+from engine.tensors import autocast_factory, pick_device, precision_problem, resolve_precision
 
 TINY = StyleOptions(weights="random", seed=0, iterations=3, stop_change=0.0)
 
@@ -56,6 +56,16 @@ def test_reduced_precision_is_offered_only_where_the_device_has_the_arithmetic(m
         autocast_factory(cpu, "fp16")
 
 
+def test_auto_precision_is_bf16_only_on_a_cpu_with_bf16_arithmetic(monkeypatch):
+    cpu, cuda, mps = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
+    monkeypatch.setattr(tensors, "cpu_has_bf16", lambda: True)
+    assert [resolve_precision(d, "auto") for d in (cpu, cuda, mps)] == ["bf16", "fp32", "fp32"]
+    assert resolve_precision(cpu, "fp32") == "fp32" and precision_problem(cpu, "auto") is None
+    monkeypatch.setattr(tensors, "cpu_has_bf16", lambda: False)
+    assert resolve_precision(cpu, "auto") == "fp32" and precision_problem(cpu, "auto") is None
+    assert StyleOptions().precision == "auto"
+
+
 def test_reduced_precision_runs_only_the_network_in_it(monkeypatch, content_small, style_small):
     """Under bf16 (CPU autocast, which this CPU emulates: allowed here only for the check) the features come out
     in bf16 while Grams, losses and the image stay fp32, and the picture stays near the fp32 one."""
@@ -68,7 +78,7 @@ def test_reduced_precision_runs_only_the_network_in_it(monkeypatch, content_smal
     options = TINY.replace(iterations=2)
     reduced = stylize(content_small, [style_small], options.replace(precision="bf16"))
     assert (torch.bfloat16, torch.float32) in seen and all(g == torch.float32 for _, g in seen)
-    full = stylize(content_small, [style_small], options)
+    full = stylize(content_small, [style_small], options.replace(precision="fp32"))
     assert reduced.dtype == np.float32 and np.isfinite(reduced).all()
     assert np.abs(reduced - full).mean() * 255 < 4  # a few 8-bit levels after 2 iterations
 

@@ -3,7 +3,10 @@ lock files are exactly those resolutions (engine/locks/, written by scripts/lock
 
 uv evaluates environment markers for the target platform (pip --platform evaluates them for this machine), so
 Windows x64, macOS arm64 (at the macOS version torch's wheels need) and Linux x64 all resolve here, with Python
-3.11, Blender 4.2 to 5.0's.  This needs PyPI (uv's cache makes a rerun take about a second a set).  A torch
+3.11, Blender 4.2 to 5.0's.  This needs PyPI (uv's cache makes a rerun take about a second a set).  Each is resolved with the committed
+versions pinned, so the test says whether every lock is still a whole resolution for its platform (nothing
+missing, nothing extra, every pin installable there), not whether PyPI has released something since: that is
+`scripts/lock.py`'s to follow, run by a person.  A torch
 build that only the PyTorch index has (Linux CPU-only, Windows CUDA) is resolved from that index, or from local
 wheels pip is configured with, or, where the set says its dependencies are PyPI's torch's, with PyPI's torch.
 Each set's cluster lock (Ray, which Install Dependencies adds where a Ray Cluster is set) is resolved the same way,
@@ -36,9 +39,9 @@ MARKERS = {
 
 @functools.cache
 def resolved(name: str) -> lock.Resolution:
-    """A set resolved now (once per test run: the cluster lock's test needs it too)."""
+    """A set resolved now at its committed versions (once per test run: the cluster lock's test needs it too)."""
     try:
-        return lock.resolve(SETS[name])
+        return lock.resolve(SETS[name], pins=tuple(dependencies.requirement_lines(SETS[name].lock)))
     except lock.Unavailable as exc:
         pytest.skip(f"{name} cannot be resolved from this machine: {exc}")
 
@@ -53,7 +56,7 @@ def test_each_set_resolves_to_its_committed_lock(name):
     item = SETS[name]
     found = resolved(name)
     assert found.lines == dependencies.requirement_lines(item.lock), (
-        f"engine/locks/{name}.txt is stale: run `.venv/bin/python scripts/lock.py {name}`")
+        f"engine/locks/{name}.txt no longer resolves as committed: run `.venv/bin/python scripts/lock.py {name}`")
     assert all(size > 0 for size in found.sizes.values())
 
 
@@ -61,9 +64,10 @@ def test_each_set_resolves_to_its_committed_lock(name):
 def test_each_sets_cluster_lock_resolves_to_its_committed_lock(name):
     """Ray with the set, for the set's platform: what it adds to the set's lock, at the versions committed."""
     item = SETS[name]
-    found = lock.resolve_cluster(item, resolved(name))
+    committed = dependencies.requirement_lines(item.lock) + dependencies.requirement_lines(item.cluster_lock)
+    found = lock.resolve_cluster(item, resolved(name), pins=tuple(committed))
     assert found.lines == dependencies.requirement_lines(item.cluster_lock), (
-        f"engine/locks/{name}-cluster.txt is stale: run `.venv/bin/python scripts/lock.py {name}`")
+        f"engine/locks/{name}-cluster.txt no longer resolves as committed: run `.venv/bin/python scripts/lock.py {name}`")
     assert set(found.sizes) == {line.split("==")[0] for line in found.lines}  # every wheel's size is known
     assert package_sets.download_mb(item.cluster_lock) == round(sum(found.sizes.values()) / 1e6)
 

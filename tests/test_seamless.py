@@ -67,7 +67,8 @@ def test_circular_padding_only_when_asked_and_default_unchanged():
 
 def test_seamless_run_is_the_same_wherever_the_seam_is(style_small):
     """Rolling the texture by a whole stride rolls the result: the wrap edge is nowhere special."""
-    options = StyleOptions(weights="random", iterations=4, seed=0, seamless=True)
+    # fp32: invariance to the roll holds to float rounding; bf16 rounds values differently wherever they differ
+    options = StyleOptions(weights="random", iterations=4, seed=0, seamless=True, precision="fp32")
     texture = tileable(64)
     out = stylize(texture, [style_small], options)
     out_rolled = stylize(np.roll(texture, (16, 32), axis=(0, 1)), [style_small], options)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from ..errors import EngineError
-from ..options import MODELS, PRECISIONS, StyleOptions
+from ..options import MODELS, NUMBER_FORMATS, StyleOptions
 from .common import SAMPLES, add_quiet, ints, names
 
 MB = 2**20
@@ -31,7 +31,7 @@ def register(sub) -> None:
     p.add_argument("--devices", default="all",
                    help="all (every device this torch can use here), auto (the one a run picks) or a comma list of "
                         "cpu, cuda, mps")
-    p.add_argument("--precisions", type=names, default=PRECISIONS, help="comma list of fp32, fp16, bf16")
+    p.add_argument("--precisions", type=names, default=NUMBER_FORMATS, help="comma list of fp32, fp16, bf16")
     p.add_argument("--sizes", type=ints, default=(256, 512), help="square sides in pixels")
     p.add_argument("--model", choices=MODELS, default="vgg16")
     p.add_argument("--weights", default="random",
@@ -45,9 +45,9 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     devices = chosen_devices(args.devices)
-    unknown = [p for p in args.precisions if p not in PRECISIONS]
+    unknown = [p for p in args.precisions if p not in NUMBER_FORMATS]
     if unknown:
-        raise EngineError(f"unknown precision {unknown[0]!r}; choose from {', '.join(PRECISIONS)}")
+        raise EngineError(f"unknown precision {unknown[0]!r}; choose from {', '.join(NUMBER_FORMATS)}")
     if args.iterations < 1 or args.warmup < 1 or not args.sizes or min(args.sizes) < 32:
         raise EngineError("--iterations and --warmup must be at least 1 and every size at least 32 px")
     report = {"model": args.model, "weights": args.weights, "iterations": args.iterations, "warmup": args.warmup,
