@@ -201,7 +201,8 @@ def print_table(report: dict) -> None:
         for run in RUNS:
             for r in row["runs"][run]:
                 j = r.get("judge", {})
-                print(f"{row['pair']:15} {run:12} {r.get('wall_s', float('nan')):7.1f} {r.get('cpu_s', float('nan')):7.1f} "
+                print(f"{row['pair']:15} {run:12} {r.get('wall_s', float('nan')):7.1f} "
+                      f"{r.get('cpu_s', float('nan')):7.1f} "
                       f"{r.get('iterations', '-'):>5} {j.get('content', float('nan')):8.4f} "
                       f"{j.get('style', float('nan')):8.4f} {j.get('objective', float('nan')):9.4f}")
     print(f"\n{'pair':15} {'wall default/plain':>18} {'CPU default/plain':>17} {'objective vs plain':>18} {'target':>6}")

@@ -3,8 +3,8 @@ lock files are exactly those resolutions (engine/locks/, written by scripts/lock
 
 uv evaluates environment markers for the target platform (pip --platform evaluates them for this machine), so
 Windows x64, macOS arm64 (at the macOS version torch's wheels need) and Linux x64 all resolve here, with Python
-3.11, Blender 4.2 to 5.0's.  This needs PyPI (uv's cache makes a rerun take about a second a set).  Each is resolved with the committed
-versions pinned, so the test says whether every lock is still a whole resolution for its platform (nothing
+3.11, Blender 4.2 to 5.0's.  This needs PyPI (uv's cache makes a rerun take about a second a set).  Each is
+resolved with the committed versions pinned, so the test says whether every lock is still a whole resolution for its platform (nothing
 missing, nothing extra, every pin installable there), not whether PyPI has released something since: that is
 `scripts/lock.py`'s to follow, run by a person.  A torch
 build that only the PyTorch index has (Linux CPU-only, Windows CUDA) is resolved from that index, or from local
@@ -67,7 +67,8 @@ def test_each_sets_cluster_lock_resolves_to_its_committed_lock(name):
     committed = dependencies.requirement_lines(item.lock) + dependencies.requirement_lines(item.cluster_lock)
     found = lock.resolve_cluster(item, resolved(name), pins=tuple(committed))
     assert found.lines == dependencies.requirement_lines(item.cluster_lock), (
-        f"engine/locks/{name}-cluster.txt no longer resolves as committed: run `.venv/bin/python scripts/lock.py {name}`")
+        f"engine/locks/{name}-cluster.txt no longer resolves as committed: "
+        f"run `.venv/bin/python scripts/lock.py {name}`")
     assert set(found.sizes) == {line.split("==")[0] for line in found.lines}  # every wheel's size is known
     assert package_sets.download_mb(item.cluster_lock) == round(sum(found.sizes.values()) / 1e6)
 
