@@ -158,11 +158,16 @@ def training_step(
     options: StyleOptions,
     plan: LayerPlan,
 ) -> dict[str, float]:
-    """One optimiser step on `batch` with the optimisation path's losses; returns the weighted terms."""
+    """One optimiser step on `batch` with the optimisation path's losses; returns the weighted terms.
+
+    Only the loss network runs in `options.precision` (engine.tensors: "auto" is bf16 on a CPU with bf16
+    arithmetic); the transformation network, Grams and losses stay fp32."""
+    autocast = autocast_factory(batch.device, options.precision)
     output = transformer(batch)
-    with torch.no_grad():
-        content_features = net(batch, plan.content)
-    features = net(output, plan.layers)
+    with torch.no_grad(), autocast():
+        content_features = {name: f.float() for name, f in net(batch, plan.content).items()}
+    with autocast():
+        features = net(output, plan.layers)
     parts = {
         "content": options.content_weight * losses.content_loss(features, content_features),
         "style": options.style_weight * losses.style_loss(features, grams, plan.weights),
