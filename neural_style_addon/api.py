@@ -87,6 +87,7 @@ def build_job(scene, styles=None, options=None, context=None, animation=False, *
     settings = scene.neural_style
     context = context or bpy.context
     loaded = load_styles(settings_styles(settings) if styles is None else styles)
+    mode = fields.get("animation_mode", settings.animation_mode)
     job = Job(
         styles=loaded,
         options={**engine_options(settings, loaded, context), **(options or {})},
@@ -96,8 +97,9 @@ def build_job(scene, styles=None, options=None, context=None, animation=False, *
         out_dir=bpy.path.abspath(settings.animation_dir),
         frames=list(range(scene.frame_start, scene.frame_end + 1, scene.frame_step)),
         load_sequence=settings.load_sequence, add_strip=settings.add_strip, existing_frames=settings.existing_frames,
-        temporal={"enabled": settings.temporal, "weight": settings.temporal_weight, "blend": settings.temporal_blend},
-        animation_mode=settings.animation_mode, fast={"steps": settings.fast_steps},
+        temporal={"enabled": settings.temporal, "weight": settings.temporal_weight,
+                  "blend": settings.fast_blend if mode == "FAST" else settings.temporal_blend},
+        animation_mode=mode, fast={"steps": settings.fast_steps},
         ray_address=preferences.ray_address(context), ray_token_file=preferences.ray_token_file(context),
         depth_scale=settings.depth_scale,
     )

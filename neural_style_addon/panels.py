@@ -167,8 +167,8 @@ class IMAGE_PT_neural_style_animation(_StylePanel, bpy.types.Panel):
         if fast:
             # A trained network does not optimise, so the temporal weight has nothing to act on:
             # in Fast mode frames are tied together only by blending in the previous one.
-            column.prop(settings, "temporal_blend", slider=True)
-            if settings.temporal and settings.temporal_blend == 0:
+            column.prop(settings, "fast_blend", slider=True)
+            if settings.temporal and settings.fast_blend == 0:
                 column.label(text="Fast mode links frames only by Blend: raise it above 0", icon="INFO")
         else:
             column.prop(settings, "temporal_weight")

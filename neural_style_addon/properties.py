@@ -197,6 +197,11 @@ class NeuralStyleSettings(bpy.types.PropertyGroup):
         name="Blend", description="Mix this share of the previous frame, moved along the motion, into the result (0: off)",
         default=0.0, min=0.0, max=1.0, subtype="FACTOR",
     )
+    fast_blend: FloatProperty(
+        name="Blend", description="Fast mode: mix this share of the previous frame, moved along the motion, into the "
+        "result (0: off); a trained network does not optimise, so this is what ties its frames together",
+        default=0.5, min=0.0, max=1.0, subtype="FACTOR",  # engine.fast.options.SEQUENCE_BLEND (docs/onnx-and-fast-mode.md)
+    )
 
 
 classes = (NeuralStyleStyleItem, NeuralStyleSettings)

@@ -100,7 +100,7 @@ def test_advanced_and_animation_sub_panels(scene):
     animation = draw(panels.IMAGE_PT_neural_style_animation, scene)
     assert animation.names("prop") == [
         "animation_dir", "existing_frames", "load_sequence", "add_strip", "animation_mode", "fast_steps", "temporal",
-        "temporal_weight", "temporal_blend"]
+        "temporal_weight", "temporal_blend"]  # the optimisation's; Fast mode shows its own Blend (below)
     assert animation.names("operator") == ["image.neural_style_animation"]
 
 
@@ -231,11 +231,14 @@ def test_animation_label_counts_frames_with_the_frame_step(scene):
 
 def test_fast_mode_hides_the_temporal_weight_and_explains_blend_zero(scene):
     settings = scene.neural_style
-    settings.animation_mode, settings.temporal, settings.temporal_blend = "FAST", True, 0.0
+    settings.animation_mode, settings.temporal = "FAST", True
+    assert settings.fast_blend == 0.5 and settings.temporal_blend == 0.0  # fast mode blends unless told not to
+    settings.fast_blend = 0.0
     layout = draw(panels.IMAGE_PT_neural_style_animation, scene)
-    assert "temporal_weight" not in layout.names("prop") and "temporal_blend" in layout.names("prop")
+    assert "temporal_weight" not in layout.names("prop") and "fast_blend" in layout.names("prop")
+    assert "temporal_blend" not in layout.names("prop")
     assert "Fast mode links frames only by Blend: raise it above 0" in layout.names("label")
-    settings.temporal_blend = 0.5
+    settings.fast_blend = 0.5
     assert not [text for text in draw(panels.IMAGE_PT_neural_style_animation, scene).names("label") if "Blend" in text]
     settings.animation_mode = "OPTIMIZE"
     assert "temporal_weight" in draw(panels.IMAGE_PT_neural_style_animation, scene).names("prop")

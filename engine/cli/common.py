@@ -70,7 +70,9 @@ def _style_flags() -> dict[str, tuple[tuple[str, ...], dict]]:
         "preserve_colors": (("--preserve-colors",), dict(action="store_true")),
         "scales": (("--scales",), dict(type=int, help="coarse-to-fine scales (default: by size)")),
         "device": (("--device",), dict(choices=DEVICES, default=d.device)),
-        "precision": (("--precision",), dict(choices=PRECISIONS, default=d.precision)),
+        "precision": (("--precision",), dict(choices=PRECISIONS, default=d.precision,
+                      help="the network's arithmetic; auto: bf16 on a CPU with bf16 arithmetic (AVX-512 BF16, AMX, "
+                           "Arm BF16), fp32 elsewhere")),
         "tile_size": (("--tile-size",), dict(type=int, default=d.tile_size, help="0 = by free memory, -1 = never tile")),
         "seamless": (("--seamless",), dict(action="store_true", help="the result tiles: the image wraps around "
                      "(VGG models, never tiled; docs/material-textures.md)")),

@@ -8,16 +8,15 @@ import sys
 import time
 from pathlib import Path
 
-from ..options import StyleOptions
 from .common import (MASK_HELP, SAMPLES, add_quiet, add_ray_token, add_style_arguments, mask_files, mask_specs,
                      options_from_args, progress_bar)
 
 # Where the no-argument demo writes: a folder git ignores and the extension build leaves out (README's two commands
 # work in either order).
 DEFAULT_OUTPUT = Path("out") / "stylized.png"
-# The no-argument demo (the README's first command) at a size and length that finish in about a minute on a
-# 2-core CPU and are still clearly stylized; --size / --iterations given on the command line win.
-DEMO_SIZE, DEMO_ITERATIONS = 256, 100
+# The no-argument demo (the README's first command) at a size that finishes in under a minute on a 2-core CPU,
+# with the default iterations: the convergence stop ends it when the look settles; --size / -n given win.
+DEMO_SIZE = 256
 
 
 def register(sub) -> None:
@@ -36,9 +35,7 @@ def register(sub) -> None:
     p.add_argument("--mask", action="append", metavar="MASK",
                    help=f"{MASK_HELP}; Cryptomatte masks need the content to be a Blender multilayer EXR with the pass")
     add_quiet(p)
-    add_style_arguments(p.add_argument_group("style options"), iterations=dict(
-        default=None, help=f"most per scale (default {StyleOptions.iterations}; the no-argument demo: {DEMO_ITERATIONS}); "
-                           "the convergence stop (--stop-change) may end a scale sooner"))
+    add_style_arguments(p.add_argument_group("style options"))
     p.set_defaults(func=run)
 
 
@@ -57,7 +54,6 @@ def run(args: argparse.Namespace) -> int:
     specs = mask_specs(args.mask, len(style_paths))
     if args.content is None and not args.style:  # the demo
         args.size = DEMO_SIZE if args.size is None else args.size
-        args.iterations = DEMO_ITERATIONS if args.iterations is None else args.iterations
     options = options_from_args(args)
     content = read_image(content_path, hdr=True)  # EXR/float TIFF highlights above 1 survive (engine/hdr.py)
     styles = [read_image(p, hdr=True) for p in style_paths]
