@@ -36,7 +36,7 @@ import numpy as np
 
 from engine.cli.common import run_command
 from engine.fast.inference import apply
-from engine.fast.options import SEQUENCE_BLEND, FastOptions
+from engine.fast.options import SEQUENCE_BLEND, WIDTHS, FastOptions
 from engine.fast.training import train
 from engine.images import resize
 from engine.options import StyleOptions
@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=StyleOptions().iterations, help="the optimisation's")
     p.add_argument("--steps", type=int, default=f.steps, help="fast-mode training steps")
     p.add_argument("--crop", type=int, default=f.crop)
+    p.add_argument("--learning-rate", type=float, default=f.learning_rate)
+    p.add_argument("--residual-blocks", type=int, default=f.residual_blocks)
+    p.add_argument("--width", choices=sorted(WIDTHS), default=f.width)
+    p.add_argument("--style-weight", type=float, default=StyleOptions().style_weight,
+                   help="the style weight of training (the optimisation keeps the default)")
     p.add_argument("--weights", default="packaged", help="loss network weights (the judge always uses packaged)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--apply-size", type=int, default=512, help="frame side for the apply timing")
@@ -221,12 +226,15 @@ def report(args: argparse.Namespace) -> int:
 
     style = brush_strokes(args.size)
     options = StyleOptions(weights=args.weights, seed=args.seed)
-    fast = FastOptions(steps=args.steps, crop=args.crop)
+    fast = FastOptions(steps=args.steps, crop=args.crop, learning_rate=args.learning_rate,
+                       residual_blocks=args.residual_blocks, width=args.width)
     result = {"machine": machine(), "options": options.to_dict(), "fast": fast.to_dict(), "targets": TARGETS}
     with tempfile.TemporaryDirectory(prefix="neural-style-bench-fast-") as tmp:
         folder = Path(args.models or tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        result["training"] = training = train_timed(style, options, fast, folder, args.size)
+        training_options = options.replace(style_weight=args.style_weight)
+        result["training"] = training = train_timed(style, training_options, fast, folder, args.size)
+        training["style_weight"] = args.style_weight
         model = Path(training["model"])
         result["pictures"], pictures = judge_pictures(model, style, options.replace(size=None), args)
         result["apply"] = apply_speed(model, args.apply_size, args.repeat)
