@@ -4,11 +4,11 @@ lock files are exactly those resolutions (engine/locks/, written by scripts/lock
 uv evaluates environment markers for the target platform (pip --platform evaluates them for this machine), so
 Windows x64, macOS arm64 (at the macOS version torch's wheels need) and Linux x64 all resolve here, with Python
 3.11, Blender 4.2 to 5.0's.  This needs PyPI (uv's cache makes a rerun take about a second a set).  Each is
-resolved with the committed versions pinned, so the test says whether every lock is still a whole resolution for its platform (nothing
-missing, nothing extra, every pin installable there), not whether PyPI has released something since: that is
-`scripts/lock.py`'s to follow, run by a person.  A torch
-build that only the PyTorch index has (Linux CPU-only, Windows CUDA) is resolved from that index, or from local
-wheels pip is configured with, or, where the set says its dependencies are PyPI's torch's, with PyPI's torch.
+resolved with the committed versions pinned, so the test says whether every lock is still a whole resolution for
+its platform (nothing missing, nothing extra, every pin installable there), not whether PyPI has released
+something since: that is `scripts/lock.py`'s to follow, run by a person.  A torch build that only the PyTorch
+index has (Linux CPU-only, Windows CUDA) is resolved from that index, or from local wheels pip is configured
+with, or, where the set says its dependencies are PyPI's torch's, with PyPI's torch.
 Each set's cluster lock (Ray, which Install Dependencies adds where a Ray Cluster is set) is resolved the same way,
 together with the set, and holds only what the set's lock does not pin.
 """
