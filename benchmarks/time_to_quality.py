@@ -209,8 +209,8 @@ def print_table(report: dict) -> None:
                       f"{r.get('cpu_s', float('nan')):7.1f} "
                       f"{r.get('iterations', '-'):>5} {j.get('content', float('nan')):8.4f} "
                       f"{j.get('style', float('nan')):8.4f} {j.get('objective', float('nan')):9.4f}")
-    print(f"\n{'pair':15} {'wall default/plain':>18} {'CPU default/plain':>17} {'objective vs plain':>18} {'target':>6} "
-          f"{'plain at default wall':>21}")
+    print(f"\n{'pair':15} {'wall default/plain':>18} {'CPU default/plain':>17} {'objective vs plain':>18} "
+          f"{'target':>6} {'plain at default wall':>21}")
     for row in report["pairs"]:
         if "wall_ratio" in row:
             at = row.get("plain_at_default_wall")

@@ -200,7 +200,7 @@ class NeuralStyleSettings(bpy.types.PropertyGroup):
     fast_blend: FloatProperty(
         name="Blend", description="Fast mode: mix this share of the previous frame, moved along the motion, into the "
         "result (0: off); a trained network does not optimise, so this is what ties its frames together",
-        default=0.5, min=0.0, max=1.0, subtype="FACTOR",  # engine.fast.options.SEQUENCE_BLEND (docs/onnx-and-fast-mode.md)
+        default=0.5, min=0.0, max=1.0, subtype="FACTOR",  # engine.fast.options.SEQUENCE_BLEND's value
     )
 
 
