@@ -65,3 +65,28 @@ def test_gpu_figures_need_a_gpu_or_the_dry_mode(capsys):
 
     assert gpu.main(["--device", "cpu", "--json", "unused.json"]) == 2
     assert "--dry" in capsys.readouterr().err
+
+
+def test_crop_floor_splits_the_window_error_into_bias_and_spread(tmp_path, capsys):
+    from benchmarks import crop_floor
+
+    out = tmp_path / "floor.json"
+    assert crop_floor.main(["--size", "64", "--sides", "32,48", "--windows", "3", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["sides"]
+    assert [r["side"] for r in rows] == [32, 48]
+    for row in rows:
+        for layer in row["layers"].values():
+            # The mean of the windows' Grams is nearer the whole Gram than the windows are on average (Jensen),
+            # and nearer the windows than the whole Gram is (the mean minimises the squared distance to them).
+            assert 0 < layer["bias"] <= layer["window"] + 1e-9
+            assert 0 < layer["spread"] <= layer["window"] + 1e-9
+    assert rows[1]["window"] < rows[0]["window"]  # larger windows see more of the style
+    assert "| 48 | spread |" in capsys.readouterr().out
+
+
+def test_crop_floor_refuses_a_window_as_large_as_the_style(tmp_path, capsys):
+    from benchmarks import crop_floor
+
+    out = tmp_path / "floor.json"
+    assert crop_floor.main(["--size", "64", "--sides", "64", "--json", str(out)]) == 2
+    assert "between 16 and --size (64)" in capsys.readouterr().err and not out.exists()
