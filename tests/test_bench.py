@@ -90,3 +90,45 @@ def test_crop_floor_refuses_a_window_as_large_as_the_style(tmp_path, capsys):
     out = tmp_path / "floor.json"
     assert crop_floor.main(["--size", "64", "--sides", "64", "--json", str(out)]) == 2
     assert "between 16 and --size (64)" in capsys.readouterr().err and not out.exists()
+
+
+def test_parametrisation_pixel_loop_is_the_engines_optimisation_and_the_pyramid_starts_at_the_content():
+    import numpy as np
+    import torch
+
+    from benchmarks.parametrisation import PixelImage, Pyramid, optimise
+    from engine.model import prepare_network
+    from engine.optimize import Targets, optimize_image
+    from engine.options import StyleOptions
+    from engine.progress import Reporter
+    from engine.targets import content_targets, style_grams
+    from engine.tensors import autocast_factory, to_tensor
+
+    rng = np.random.default_rng(3)
+    content = to_tensor(rng.random((24, 40, 3), np.float32), torch.device("cpu"))
+    style = to_tensor(rng.random((32, 32, 3), np.float32), torch.device("cpu"))
+    options = StyleOptions(stop_change=0, weights="random", precision="fp32")
+    net, plan, device = prepare_network(options)
+    autocast = autocast_factory(device, options.precision)
+    targets = Targets(content_targets(net, content, plan.content, autocast),
+                      style_grams(net, [style], [1.0], plan.style, autocast))
+    engine = optimize_image(net, content, targets, options, plan.weights, 6, Reporter(6, None, None), autocast)
+    loop = optimise(net, targets, options, plan.weights, PixelImage(content), 6, autocast)
+    assert torch.equal(engine, loop) and not torch.equal(loop, content)
+
+    pyramid = Pyramid(content, 4, 0.5)
+    assert torch.equal(pyramid.image(), content)
+    assert [s[2:] for s in pyramid.shapes] == [(24, 40), (12, 20), (6, 10), (3, 5)]
+    picture = optimise(net, targets, options, plan.weights, pyramid, 6, autocast)
+    assert 0 <= float(picture.min()) and float(picture.max()) <= 1
+    coarse = pyramid.levels(pyramid.z.detach())[3]
+    assert float(coarse.abs().max()) > 0  # the coarsest level moved: the steps reach it
+
+
+def test_parametrisation_refuses_an_unknown_pair(tmp_path, capsys):
+    from benchmarks import parametrisation
+
+    out = tmp_path / "p.json"
+    with pytest.raises(SystemExit):
+        parametrisation.main(["--pairs", "forest-strokes,nowhere", "--json", str(out)])
+    assert "unknown pair nowhere" in capsys.readouterr().err and not out.exists()
